@@ -1,0 +1,214 @@
+"""The ``cxrdistill`` command line: a thin layer over the Python API (each command calls one function)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cxrdistill.config import ConfigError, load_config
+
+app = typer.Typer(help="Pneumonia detection on chest X-rays with knowledge distillation.", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect and make data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+errors = Console(stderr=True)
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Experiment YAML file.")]
+Overrides = Annotated[list[str] | None, typer.Argument(help="Overrides such as train.epochs=3 data.root=DIR.")]
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from cxrdistill.data.io import UnreadableImageError
+    from cxrdistill.data.layout import DatasetLayoutError
+    from cxrdistill.data.splits import SplitFileError
+    from cxrdistill.distillation.losses import DistillationSettingError
+    from cxrdistill.distillation.teacher import TeacherCacheError
+    from cxrdistill.models.weights import WeightsNotAvailableError
+    from cxrdistill.training.checkpoint import CheckpointError
+    from cxrdistill.training.run import RunDirectoryError
+
+    return (ConfigError, DatasetLayoutError, SplitFileError, UnreadableImageError, CheckpointError,
+            WeightsNotAvailableError, RunDirectoryError, DistillationSettingError, TeacherCacheError,
+            FileNotFoundError, KeyError)
+
+
+def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Known user errors print one clear line and exit with status 2 instead of a traceback."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except _user_errors() as error:
+            message = error.args[0] if isinstance(error, KeyError) and error.args else error
+            errors.print(f"[bold red]error:[/] {message}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def print_rows(rows: list[dict[str, Any]], title: str) -> None:
+    table = Table(title=title)
+    for column in rows[0]:
+        table.add_column(str(column), justify="right" if isinstance(rows[0][column], (int, float)) else "left")
+    for row in rows:
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+    console.print(table)
+
+
+@app.command()
+@friendly_errors
+def train(
+    config: ConfigOption = None,
+    overrides: Overrides = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run from its last.pt.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Train a model (or distil, when the config names distill.teacher)."""
+    from cxrdistill.training.run import run_experiment
+
+    result = run_experiment(load_config(config, overrides), resume=resume, progress=not quiet)
+    console.print(f"best checkpoint: {result.best_checkpoint} (epoch {result.state.best_epoch})")
+
+
+@app.command()
+@friendly_errors
+def distill(
+    teacher: Annotated[Path, typer.Option(help="Teacher checkpoint (e.g. runs/teacher/best.pt).")],
+    config: ConfigOption = None,
+    overrides: Overrides = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run from its last.pt.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Train the student with knowledge distillation from TEACHER."""
+    from cxrdistill.training.run import run_experiment
+
+    experiment = load_config(config, [*(overrides or []), f"distill.teacher={teacher}"])
+    result = run_experiment(experiment, resume=resume, progress=not quiet)
+    console.print(f"best checkpoint: {result.best_checkpoint} (epoch {result.state.best_epoch})")
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    checkpoint: Path,
+    data: Annotated[Path, typer.Option(help="Kermany-layout root, or a bare NORMAL/ + PNEUMONIA/ folder.")],
+    split: Annotated[str, typer.Option(help="test or val (ignored for a bare folder).")] = "test",
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: beside the checkpoint).")] = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    device: str = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Metrics with 95% CIs, per-image CSV and ROC / confusion / reliability plots."""
+    from cxrdistill.evaluation.evaluate import evaluate_checkpoint
+
+    report = evaluate_checkpoint(checkpoint, data, split, out, bootstrap, device, progress=not as_json)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=1))
+        return
+    rows = [{"metric": name, "value": e.value, "95% low": e.low, "95% high": e.high}
+            for name, e in report.metrics.items()]
+    print_rows(rows, f"{checkpoint} on {report.data} ({report.count} images)")
+    console.print(f"confusion (rows true NORMAL, PNEUMONIA): {report.confusion}")
+    console.print(f"predictions, metrics and plots in {report.out_dir}")
+
+
+@app.command()
+@friendly_errors
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    size: Annotated[int | None, typer.Option(help="Input size for FLOPs (default: each model's own).")] = None,
+) -> None:
+    """Parameters, depth and FLOPs of each registered architecture, beside the paper's Table I."""
+    from cxrdistill.config import ModelConfig
+    from cxrdistill.models import MODELS
+    from cxrdistill.models.summary import summarize
+
+    summaries = [summarize(ModelConfig(name=name), size).as_dict() for name in MODELS.names()]
+    if as_json:
+        print(json.dumps(summaries, indent=1))
+        return
+    rows = [{"model": s["name"], "input": s["input_size"], "params M": s["params_m"],
+             "paper params M": s["paper_params_m"], "weight layers": s["weight_layers"],
+             "paper depth": s["paper_depth"], "GFLOPs": s["gflops"], "GMACs": s["gmacs"],
+             "paper comp. (M)": s["paper_computation_m"]} for s in summaries]
+    print_rows(rows, "Models (FLOPs from torch.utils.flop_counter, 2 per multiply-add; paper's column ≈ MACs)")
+
+
+@data_app.command("audit")
+@friendly_errors
+def data_audit(
+    root: Path,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+) -> None:
+    """Counts, unreadable files, duplicates, patient overlap and image sizes of a data folder."""
+    from cxrdistill.data.audit import audit_dataset
+
+    report = audit_dataset(root, progress=not as_json)
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=1))
+        return
+    print_rows([{"split": s, **c} for s, c in report.counts.items()], f"Images in {root}")
+    lines = [
+        f"unreadable files: {len(report.unreadable)}",
+        f"non-image files: {len(report.non_image_files)}",
+        f"exact duplicate groups: {len(report.exact_duplicates)} "
+        f"({sum(len(g) - 1 for g in report.exact_duplicates)} redundant files)",
+        f"near-duplicate groups: {len(report.near_duplicates)}",
+        f"patients in more than one split folder: {len(report.patients_in_several_splits)}",
+        f"files with no parsable patient id: {report.unparsed_patient_names}",
+        f"sizes: {report.size_stats}",
+        f"modes: {report.modes}",
+    ]
+    console.print("\n".join(lines))
+    for item in report.unreadable[:20]:
+        console.print(f"  unreadable: {item['file']}: {item['reason']}", highlight=False)
+    for group in report.exact_duplicates[:10]:
+        console.print(f"  duplicate: {' = '.join(group)}", highlight=False)
+
+
+@data_app.command("synth")
+@friendly_errors
+def data_synth(
+    out: Path,
+    seed: int = 0,
+    normal_patients: int = 24,
+    pneumonia_patients: int = 36,
+) -> None:
+    """Write a small SYNTHETIC chest-X-ray-like data set in the Kermany layout (offline default)."""
+    from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
+
+    counts = make_synthetic_dataset(
+        out, SynthSpec(normal_patients=normal_patients, pneumonia_patients=pneumonia_patients, seed=seed)
+    )
+    print_rows([{"split": s, **c} for s, c in counts.items()], f"SYNTHETIC data written to {out}")
+
+
+@app.command()
+@friendly_errors
+def demo(
+    data: Annotated[Path | None, typer.Option(help="Real data root; default: a synthetic set.")] = None,
+    out: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("runs/demo"),
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Teacher, plain student and distilled student end to end, on CPU in minutes."""
+    from cxrdistill.demo import run_demo
+
+    rows = run_demo(data, out, progress=not quiet)
+    print_rows(rows, "Demo: test split" + (" (SYNTHETIC data)" if data is None else f" ({data})"))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(prog_name="cxrdistill")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""Experiment configuration: plain dataclasses loaded from YAML, validated on load.
+
+A config file is plain data (no YAML tags, no code). Unknown keys and wrong types fail loudly with
+the dotted key and the file they came from, because a typo that silently falls back to a default
+ruins an experiment without anyone noticing. Command-line overrides use the same dotted keys
+(``train.epochs=3``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used as written."""
+
+
+@dataclass
+class DataConfig:
+    root: str | None = None
+    """Kermany-layout folder; ``None`` means the project's synthetic set (made on demand)."""
+    synthetic_dir: str = "outputs/synthetic"
+    split_file: str | None = None
+    """Where the patient-wise split is stored; default: inside ``cache_dir``, keyed by root and seed."""
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    """Only used when the data has no ``test/`` folder: that share of patients becomes the test split."""
+    split_seed: int = 0
+    image_size: int | None = None
+    """Input size; ``None`` takes the model's own (299 for InceptionV3, 224 for the others)."""
+    cache_dir: str = ".cache/cxrdistill"
+    use_cache: bool = True
+    augment: bool = True
+    max_rotation: float = 10.0
+    max_translate: float = 0.06
+    scale_range: tuple[float, float] = (0.9, 1.1)
+    horizontal_flip: bool = False
+    batch_size: int = 32
+    num_workers: int = -1
+    """-1 sizes the loader to the machine (cores - 1, at most 8)."""
+    max_per_class: int | None = None
+    """Cap on training images per class (a reduced preset for CPU runs); sampled by patient, seeded."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "alexnet"
+    init: str = "scratch"
+    """``scratch``, ``imagenet`` (torchvision weights from the hub cache) or a path to a weights file."""
+    transfer: Literal["finetune", "freeze_backbone"] = "finetune"
+    frontend: Literal["none", "srm"] = "none"
+    frontend_options: dict[str, Any] = field(default_factory=dict)
+    dropout: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    lr: float = 2e-4
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    step_size: int = 7
+    gamma: float = 0.9
+    class_balance: Literal["none", "loss", "sampler"] = "loss"
+    aux_loss_weight: float = 0.4
+    early_stopping_patience: int | None = 10
+    monitor: Literal["val_loss", "val_accuracy", "val_roc_auc"] = "val_loss"
+    amp: Literal["auto", "on", "off"] = "auto"
+    device: str = "auto"
+    channels_last: bool = False
+    compile: bool = False
+    seed: int = 0
+    log_every: int = 10
+
+
+@dataclass
+class DistillConfig:
+    teacher: str | None = None
+    """Teacher checkpoint; without one the config trains the model plainly."""
+    loss: str = "kd"
+    temperature: float = 1.0
+    alpha: float = 0.5
+    """Weight of the soft (teacher) term; ``1 - alpha`` weighs the hard-label cross-entropy."""
+    scale_by_t2: bool = True
+    teacher_outputs: Literal["online", "cached"] = "cached"
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    output_dir: str = "runs"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _check_value(value: Any, hint: Any, key: str) -> Any:
+    """Coerce ``value`` to ``hint`` where that is lossless; raise ``ConfigError`` otherwise."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_value(value, option, key)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        item_types = typing.get_args(hint)
+        if len(value) != len(item_types):
+            raise ConfigError(f"{key}: expected {len(item_types)} values, got {len(value)}")
+        return tuple(_check_value(v, t, key) for v, t in zip(value, item_types, strict=True))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key}: expected text, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {hint!r}")
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown key {where}{unknown[0]!r}; valid keys here: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value or {}, key)
+        else:
+            kwargs[name] = _check_value(value, hint, key)
+    return cls(**kwargs)
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like section.key=value")
+    dotted, text = override.split("=", 1)
+    node = raw
+    parts = dotted.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
+    raw = _deep_copy(raw)
+    for override in overrides or []:
+        _apply_override(raw, override)
+    return _build(ExperimentConfig, raw, "")
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML experiment file (or start from defaults when ``path`` is None) and apply overrides."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    try:
+        return config_from_dict(raw, overrides)
+    except ConfigError as error:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{error}") from None
+
+
+def save_config(config: ExperimentConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
+
+
+def _plain(value: Any) -> Any:
+    """Tuples become lists so the YAML stays plain data (no python/tuple tags)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _deep_copy(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}
+
+
+PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"
+"""The repository's ``configs/`` folder (presets are read from a source checkout)."""
+
+
+def preset(name: str, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Load a preset such as ``cpu/teacher`` from ``configs/``."""
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(str(p.relative_to(PRESET_DIR).with_suffix("")) for p in PRESET_DIR.rglob("*.yaml"))
+        raise ConfigError(f"no preset {name!r} in {PRESET_DIR}; known: {', '.join(known) or 'none'}")
+    return load_config(path, overrides)

@@ -1,0 +1,133 @@
+"""``cxrdistill data audit``: what is in a data folder, and what is wrong with it, before training on it.
+
+Reports counts per split and class, unreadable files (listed, never fatal), non-image files, exact
+duplicates (same bytes), near duplicates (same picture re-encoded or resized: a 64-bit difference hash
+within a small Hamming distance), patients that appear in more than one split folder, and image
+size statistics. Every file is decoded once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from cxrdistill.data.io import UnreadableImageError, is_image_file, read_grey
+from cxrdistill.data.layout import CLASS_NAMES, find_class_folders, scan_dataset
+from cxrdistill.files import file_digest
+
+NEAR_DUPLICATE_BITS = 4
+"""Two images whose 64-bit difference hashes differ in at most this many bits count as near duplicates."""
+
+
+@dataclass
+class AuditReport:
+    root: str
+    counts: dict[str, dict[str, int]]
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+    non_image_files: list[str] = field(default_factory=list)
+    exact_duplicates: list[list[str]] = field(default_factory=list)
+    near_duplicates: list[list[str]] = field(default_factory=list)
+    patients_in_several_splits: dict[str, list[str]] = field(default_factory=dict)
+    unparsed_patient_names: int = 0
+    size_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    modes: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def difference_hash(grey: np.ndarray) -> int:
+    """64-bit dHash: signs of horizontal gradients on a 9x8 thumbnail; robust to re-encoding and resizing."""
+    small = np.asarray(Image.fromarray(grey).resize((9, 8), Image.Resampling.BILINEAR), dtype=np.int16)
+    bits = (small[:, 1:] > small[:, :-1]).flatten()
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+def near_duplicate_groups(hashes: list[int], names: list[str], max_bits: int) -> list[list[str]]:
+    """Connected groups of images whose hashes are within ``max_bits``; chunked so memory stays small."""
+    if len(hashes) < 2:
+        return []
+    values = np.array(hashes, dtype=np.uint64)
+    parent = list(range(len(values)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    chunk = 512
+    for start in range(0, len(values), chunk):
+        block = values[start : start + chunk, None] ^ values[None, :]
+        distance = np.unpackbits(block.view(np.uint8), axis=1).reshape(block.shape[0], len(values), 64).sum(2)
+        rows, cols = np.nonzero(distance <= max_bits)
+        for r, c in zip(rows + start, cols, strict=True):
+            if r < c:
+                parent[find(r)] = find(c)
+    groups: dict[int, list[str]] = defaultdict(list)
+    for i, name in enumerate(names):
+        groups[find(i)].append(name)
+    return sorted(sorted(g) for g in groups.values() if len(g) > 1)
+
+
+def audit_dataset(root: str | Path, progress: bool = True, near_bits: int = NEAR_DUPLICATE_BITS) -> AuditReport:
+    root = Path(root)
+    found = scan_dataset(root)
+    report = AuditReport(
+        root=str(root),
+        counts={split or "(all)": Counter(r.class_name for r in recs) for split, recs in found.items()},
+    )
+    report.counts = {k: {c: int(v.get(c, 0)) for c in CLASS_NAMES} for k, v in report.counts.items()}
+    for split in found:
+        folder = root / split if split else root
+        for class_folder in (find_class_folders(folder) or {}).values():
+            report.non_image_files += [str(p.relative_to(root)) for p in class_folder.rglob("*")
+                                       if p.is_file() and not is_image_file(p)]
+
+    records = [r for recs in found.values() for r in recs]
+    by_digest: dict[str, list[str]] = defaultdict(list)
+    hashes: list[int] = []
+    hashed_names: list[str] = []
+    widths: list[int] = []
+    heights: list[int] = []
+    modes: Counter[str] = Counter()
+    for record in tqdm(records, desc="auditing", disable=not progress, unit="img"):
+        name = str(record.path.relative_to(root))
+        by_digest[file_digest(record.path)].append(name)
+        try:
+            grey = read_grey(record.path)
+            with Image.open(record.path) as image:
+                modes[image.mode] += 1
+        except UnreadableImageError as error:
+            report.unreadable.append({"file": name, "reason": error.reason})
+            continue
+        heights.append(grey.shape[0])
+        widths.append(grey.shape[1])
+        hashes.append(difference_hash(grey))
+        hashed_names.append(name)
+
+    report.exact_duplicates = sorted(sorted(names) for names in by_digest.values() if len(names) > 1)
+    exact = {name for group in report.exact_duplicates for name in group[1:]}
+    keep = [i for i, name in enumerate(hashed_names) if name not in exact]
+    report.near_duplicates = near_duplicate_groups([hashes[i] for i in keep], [hashed_names[i] for i in keep],
+                                                   near_bits)
+
+    splits_of_patient: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        splits_of_patient[record.patient].add(record.source)
+    report.patients_in_several_splits = {
+        p: sorted(s) for p, s in sorted(splits_of_patient.items()) if len(s) > 1
+    }
+    report.unparsed_patient_names = sum(r.patient.startswith("file:") for r in records)
+    for label, values in (("width", widths), ("height", heights)):
+        if values:
+            array = np.array(values)
+            report.size_stats[label] = {"min": int(array.min()), "median": float(np.median(array)),
+                                        "max": int(array.max())}
+    report.modes = dict(modes)
+    return report

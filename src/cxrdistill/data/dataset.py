@@ -1,0 +1,183 @@
+"""The torch ``Dataset`` of X-ray images and the loaders built from a data config.
+
+A sample is a small dict, ``{"image": (3, S, S) float, "label": int, "key": str}``; ``key`` is the
+SHA-256 of the file's bytes — the identity teacher-output caches are keyed by (never a loader index,
+which changes with shuffling and splits).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from cxrdistill.config import DataConfig
+from cxrdistill.data.cache import DecodedImageCache, FileHasher
+from cxrdistill.data.io import UnreadableImageError, load_for_model
+from cxrdistill.data.layout import CLASS_NAMES, ImageRecord
+from cxrdistill.data.splits import DataSplit, default_split_path, prepare_split
+from cxrdistill.data.transforms import AugmentSettings, XRayTransform
+
+
+class XRayDataset(Dataset):
+    """Images of one split, decoded from the cache (or from disk when ``cache`` is None)."""
+
+    def __init__(
+        self,
+        records: list[ImageRecord],
+        image_size: int,
+        transform: XRayTransform,
+        cache: DecodedImageCache | None = None,
+        hasher: FileHasher | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.image_size = image_size
+        self.transform = transform
+        self.cache = cache
+        if cache is not None:
+            rows, errors = cache.add([r.path for r in records], progress=progress)
+            keys = cache.digests([r.path for r in records])
+        else:
+            hasher = hasher or FileHasher(None)
+            keys = [hasher.digest(r.path) for r in records]
+            rows, errors = list(range(len(records))), []
+        if errors:
+            listed = "\n  ".join(str(e) for e in errors[:10])
+            warnings.warn(
+                f"skipping {len(errors)} unreadable image(s) "
+                f"(`cxrdistill data audit` lists them all):\n  {listed}",
+                stacklevel=2,
+            )
+        kept = [(r, row, k) for r, row, k in zip(records, rows, keys, strict=True) if row >= 0]
+        self.records = [r for r, _, _ in kept]
+        self.rows = [row for _, row, _ in kept]
+        self.keys = [k for _, _, k in kept]
+        for label, name in enumerate(CLASS_NAMES):
+            if self.records and not any(r.label == label for r in self.records):
+                warnings.warn(f"this split has no readable {name} images", stacklevel=2)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def pixels(self, index: int):
+        if self.cache is not None:
+            return self.cache.row(self.rows[index])
+        return load_for_model(self.records[index].path, self.image_size)
+
+    def __getitem__(self, index: int) -> dict:
+        try:
+            pixels = self.pixels(index)
+        except UnreadableImageError as error:
+            raise UnreadableImageError(error.path, f"{error.reason} (file changed since the run started?)") from None
+        return {"image": self.transform(pixels), "label": self.records[index].label, "key": self.keys[index]}
+
+    @property
+    def labels(self) -> list[int]:
+        return [r.label for r in self.records]
+
+    def totals(self) -> dict[str, int]:
+        return {name: self.labels.count(i) for i, name in enumerate(CLASS_NAMES)}
+
+
+def default_num_workers(requested: int) -> int:
+    if requested >= 0:
+        return requested
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+@dataclass
+class DataBundle:
+    split: DataSplit
+    datasets: dict[str, XRayDataset]
+    loaders: dict[str, DataLoader]
+
+    def class_counts(self) -> list[int]:
+        counts = self.datasets["train"].totals()
+        return [counts[name] for name in CLASS_NAMES]
+
+
+def augment_settings(config: DataConfig) -> AugmentSettings | None:
+    if not config.augment:
+        return None
+    return AugmentSettings(config.max_rotation, config.max_translate, config.scale_range, config.horizontal_flip)
+
+
+def build_dataset(
+    records: list[ImageRecord], config: DataConfig, image_size: int, augment: bool, progress: bool = True
+) -> XRayDataset:
+    cache = DecodedImageCache(Path(config.cache_dir) / "decoded", image_size) if config.use_cache else None
+    transform = XRayTransform(augment_settings(config) if augment else None)
+    hasher = FileHasher(Path(config.cache_dir) / "decoded" / "file-hashes.json")
+    return XRayDataset(records, image_size, transform, cache, hasher, progress=progress)
+
+
+def resolve_split(config: DataConfig, root: Path) -> DataSplit:
+    fractions = {"val": config.val_fraction, "test": config.test_fraction}
+    split_file = (
+        Path(config.split_file)
+        if config.split_file
+        else default_split_path(config.cache_dir, root, config.split_seed, fractions)
+    )
+    split = prepare_split(root, split_file, config.val_fraction, config.test_fraction, config.split_seed)
+    if config.max_per_class is not None:
+        split = DataSplit(split.root, {**split.splits, "train": cap_per_class(split["train"], config)})
+    return split
+
+
+def cap_per_class(records: list[ImageRecord], config: DataConfig) -> list[ImageRecord]:
+    """A seeded subsample of at most ``max_per_class`` images per class, whole patients first."""
+    generator = torch.Generator().manual_seed(config.split_seed)
+    kept: list[ImageRecord] = []
+    for label in range(len(CLASS_NAMES)):
+        of_class = [r for r in records if r.label == label]
+        order = torch.randperm(len(of_class), generator=generator).tolist()
+        kept += [of_class[i] for i in order[: config.max_per_class]]
+    return sorted(kept, key=lambda r: str(r.path))
+
+
+def build_loaders(
+    config: DataConfig,
+    root: Path,
+    image_size: int,
+    seed: int,
+    balance_sampler: bool = False,
+    pin_memory: bool = False,
+    progress: bool = True,
+    train_image_size: int | None = None,
+) -> DataBundle:
+    """Split (or reuse the saved split), build datasets and loaders for train/val/test.
+
+    ``train_image_size`` decodes training images at another size than evaluation ones: online
+    distillation feeds the teacher's larger input and resizes the same batch down for the student.
+    """
+    split = resolve_split(config, root)
+    datasets = {
+        name: build_dataset(
+            records, config, (train_image_size or image_size) if name == "train" else image_size,
+            augment=(name == "train"), progress=progress,
+        )
+        for name, records in split.splits.items()
+    }
+    workers = default_num_workers(config.num_workers)
+    common = {"batch_size": config.batch_size, "num_workers": workers, "pin_memory": pin_memory,
+              "persistent_workers": workers > 0}
+    generator = torch.Generator().manual_seed(seed)
+    train = datasets["train"]
+    if balance_sampler:
+        counts = train.totals()
+        weights = torch.tensor([1.0 / counts[CLASS_NAMES[label]] for label in train.labels])
+        sampler = WeightedRandomSampler(weights, num_samples=len(train), replacement=True, generator=generator)
+        train_loader = DataLoader(train, sampler=sampler, drop_last=len(train) > config.batch_size, **common)
+    else:
+        train_loader = DataLoader(
+            train, shuffle=True, generator=generator, drop_last=len(train) > config.batch_size, **common
+        )
+    loaders = {"train": train_loader}
+    for name, dataset in datasets.items():
+        if name != "train":
+            loaders[name] = DataLoader(dataset, shuffle=False, **common)
+    return DataBundle(split, datasets, loaders)

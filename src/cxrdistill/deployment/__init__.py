@@ -1,0 +1,1 @@
+"""Deployment: exporting and serving the student."""

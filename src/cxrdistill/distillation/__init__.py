@@ -1,0 +1,1 @@
+"""Knowledge distillation: losses by name, teacher outputs (online or cached), the KD objective, sweeps."""

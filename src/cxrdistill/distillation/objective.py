@@ -1,0 +1,61 @@
+"""The knowledge-distillation training objective, plugged into the ordinary trainer."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cxrdistill.config import ExperimentConfig
+from cxrdistill.data.dataset import DataBundle
+from cxrdistill.distillation.losses import build_distillation_loss
+from cxrdistill.distillation.teacher import LoadedTeacher, TeacherSource, make_teacher_source
+from cxrdistill.evaluation.predict import resize_batch
+from cxrdistill.training.checkpoint import load_checkpoint
+from cxrdistill.training.device import Precision
+from cxrdistill.training.objectives import Objective, SupervisedObjective, split_outputs
+
+
+class DistillationObjective:
+    """Student loss = distillation loss(student logits, teacher logits, hard-label loss)."""
+
+    def __init__(
+        self, hard: SupervisedObjective, loss: nn.Module, teacher: TeacherSource, student_size: int
+    ) -> None:
+        self.hard = hard
+        self.loss = loss
+        self.teacher = teacher
+        self.student_size = student_size
+
+    def __call__(
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, keys: list[str]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        teacher_logits = self.teacher.logits(images, keys)
+        if images.shape[-1] != self.student_size:
+            images = resize_batch(images, self.student_size)
+        outputs = model(images)
+        logits = split_outputs(outputs)[0]
+        return self.loss(logits, teacher_logits, self.hard.hard_loss(outputs, labels)), logits
+
+
+def data_image_size(config: ExperimentConfig, student_size: int) -> int:
+    """Online KD decodes training images at the larger of the two input sizes; otherwise the student's."""
+    if config.distill.teacher is None or config.distill.teacher_outputs != "online":
+        return student_size
+    teacher_size = int(load_checkpoint(config.distill.teacher)["metadata"]["input_size"])
+    return max(student_size, teacher_size)
+
+
+def build_objective(
+    config: ExperimentConfig, bundle: DataBundle, hard: SupervisedObjective, precision: Precision,
+    student_size: int, progress: bool = True,
+) -> Objective:
+    """Plain supervised training, or KD when the config names a teacher."""
+    hard.to(precision.device)
+    if config.distill.teacher is None:
+        return hard
+    loss = build_distillation_loss(config.distill)
+    teacher = LoadedTeacher(config.distill.teacher, precision)
+    source = make_teacher_source(
+        config.distill.teacher_outputs, teacher, bundle.split["train"], config.data, precision, progress
+    )
+    return DistillationObjective(hard, loss, source, student_size)

@@ -1,0 +1,141 @@
+"""Where the student's soft targets come from: the teacher run online, or its logits cached on disk.
+
+*online* runs the teacher (eval mode, no gradients) on the very batch the student sees, augmentation
+included, each network at its own input size. It costs a teacher forward pass per student step.
+
+*cached* runs the teacher once over the un-augmented training images and stores the logits on disk,
+keyed by the image's content hash (never a loader index, which changes with shuffling and splits),
+the teacher checkpoint's hash and the preprocessing. Every epoch, run and temperature of a sweep
+then reuses them, so KD costs about what plain training costs. What it gives up: the soft targets
+describe the clean image, not the augmented view the student is given. A cache made for another
+teacher or preprocessing is never used: its file name would differ. A cache missing images of the
+current split (the split changed) is extended, with a message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch.utils.data import DataLoader
+
+from cxrdistill.config import DataConfig
+from cxrdistill.data.dataset import build_dataset
+from cxrdistill.data.layout import ImageRecord
+from cxrdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cxrdistill.evaluation.predict import predict, resize_batch
+from cxrdistill.files import atomic_write, file_digest, text_digest
+from cxrdistill.training.checkpoint import check_class_names, model_from_checkpoint
+from cxrdistill.training.device import Precision
+
+CACHE_FORMAT = "cxrdistill-teacher-logits/1"
+
+
+class TeacherCacheError(ValueError):
+    """A teacher-logit cache that does not belong to this teacher or these images."""
+
+
+class TeacherSource(Protocol):
+    def logits(self, images: torch.Tensor, keys: list[str]) -> torch.Tensor: ...
+
+
+class LoadedTeacher:
+    """A teacher checkpoint, loaded, checked against the data's classes, and frozen in eval mode."""
+
+    def __init__(self, checkpoint: str | Path, precision: Precision) -> None:
+        self.checkpoint = Path(checkpoint)
+        self.model, self.metadata = model_from_checkpoint(self.checkpoint)
+        check_class_names(self.metadata, f"teacher {self.checkpoint}")
+        self.model.to(precision.device).eval().requires_grad_(False)
+        self.input_size = int(self.metadata["input_size"])
+        self.digest = file_digest(self.checkpoint)
+
+
+class OnlineTeacher:
+    def __init__(self, teacher: LoadedTeacher, precision: Precision) -> None:
+        self.teacher = teacher
+        self.precision = precision
+
+    @torch.no_grad()
+    def logits(self, images: torch.Tensor, keys: list[str]) -> torch.Tensor:
+        self.teacher.model.eval()
+        if images.shape[-1] != self.teacher.input_size:
+            images = resize_batch(images, self.teacher.input_size)
+        return self.teacher.model(images).float()
+
+
+class CachedTeacher:
+    """Teacher logits looked up by image content hash, computed once and stored on disk."""
+
+    def __init__(self, table: dict[str, torch.Tensor], device: torch.device) -> None:
+        self.table = table
+        self.device = device
+
+    def logits(self, images: torch.Tensor, keys: list[str]) -> torch.Tensor:
+        try:
+            rows = [self.table[key] for key in keys]
+        except KeyError as error:
+            raise TeacherCacheError(f"no cached teacher logits for image {error.args[0][:12]}…") from None
+        return torch.stack(rows).to(self.device, non_blocking=True)
+
+
+def teacher_cache_path(cache_dir: str | Path, teacher: LoadedTeacher) -> Path:
+    preprocessing = text_digest(teacher.input_size, IMAGENET_MEAN, IMAGENET_STD, "grey->3ch", "bilinear", "no-augment")
+    return Path(cache_dir) / "teacher-logits" / f"{teacher.digest[:16]}-{preprocessing}.pt"
+
+
+def read_teacher_cache(path: Path, teacher: LoadedTeacher) -> dict[str, torch.Tensor]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged cache is rebuilt, never trusted
+        raise TeacherCacheError(f"teacher cache {path} is unreadable: {error}") from error
+    if payload.get("format") != CACHE_FORMAT or payload.get("teacher_digest") != teacher.digest:
+        raise TeacherCacheError(f"teacher cache {path} was made for another teacher or format")
+    return dict(zip(payload["keys"], payload["logits"], strict=True))
+
+
+def build_cached_teacher(
+    teacher: LoadedTeacher,
+    records: list[ImageRecord],
+    data_config: DataConfig,
+    precision: Precision,
+    progress: bool = True,
+) -> tuple[CachedTeacher, Path, int]:
+    """Load or (re)build the cache for ``records``; returns it, its path and how many images were computed."""
+    path = teacher_cache_path(data_config.cache_dir, teacher)
+    table: dict[str, torch.Tensor] = {}
+    if path.is_file():
+        try:
+            table = read_teacher_cache(path, teacher)
+        except TeacherCacheError as error:
+            print(f"{error}; rebuilding it")
+    dataset = build_dataset(records, data_config, teacher.input_size, augment=False, progress=progress)
+    missing = [i for i, key in enumerate(dataset.keys) if key not in table]
+    if missing:
+        if table and progress:
+            print(f"teacher cache {path.name} lacks {len(missing)} image(s) of this split; computing them")
+        subset = torch.utils.data.Subset(dataset, missing)
+        loader = DataLoader(subset, batch_size=data_config.batch_size, shuffle=False)
+        computed = predict(teacher.model, loader, precision, progress=progress, desc="teacher logits")
+        table.update(zip(computed.keys, torch.from_numpy(computed.logits), strict=True))
+        keys = sorted(table)
+        payload = {"format": CACHE_FORMAT, "teacher_digest": teacher.digest, "keys": keys,
+                   "logits": torch.stack([table[k] for k in keys])}
+
+        def write(stream) -> None:
+            torch.save(payload, stream)
+
+        atomic_write(path, write)
+    return CachedTeacher(table, precision.device), path, len(missing)
+
+
+def make_teacher_source(
+    mode: str, teacher: LoadedTeacher, records: list[ImageRecord], data_config: DataConfig,
+    precision: Precision, progress: bool = True,
+) -> TeacherSource:
+    if mode == "online":
+        return OnlineTeacher(teacher, precision)
+    if mode == "cached":
+        return build_cached_teacher(teacher, records, data_config, precision, progress)[0]
+    raise ValueError(f"distill.teacher_outputs must be 'online' or 'cached', got {mode!r}")

@@ -1,0 +1,1 @@
+"""Evaluation: metrics with bootstrap intervals (scikit-learn), predictions, plots and checkpoint evaluation."""

@@ -1,0 +1,97 @@
+"""Checkpoints that carry everything evaluation and deployment need, written atomically.
+
+Besides weights and optimiser state, a checkpoint holds metadata in the spirit of a MONAI bundle:
+architecture, input size, normalisation, class order, the full experiment config, versions and the
+validation metrics — so ``cxrdistill evaluate best.pt`` needs no config file. Files are loaded with
+``weights_only=True``: a checkpoint from elsewhere is untrusted input and may not run code.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cxrdistill import __version__
+from cxrdistill.config import ExperimentConfig, ModelConfig, config_from_dict
+from cxrdistill.data.layout import CLASS_NAMES
+from cxrdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cxrdistill.files import atomic_write
+
+CHECKPOINT_FORMAT = "cxrdistill-checkpoint/1"
+INTENDED_USE = "Research on pneumonia detection in paediatric chest X-rays. Not a medical device."
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable cxrdistill checkpoint, or one for another model or label set."""
+
+
+def checkpoint_metadata(config: ExperimentConfig, input_size: int, metrics: dict[str, float] | None = None) -> dict:
+    return {
+        "architecture": config.model.name,
+        "frontend": config.model.frontend,
+        "input_size": input_size,
+        "class_names": list(CLASS_NAMES),
+        "positive_class": CLASS_NAMES[1],
+        "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "input": "grey replicated to RGB"},
+        "config": config.to_dict(),
+        "metrics": metrics or {},
+        "intended_use": INTENDED_USE,
+        "versions": {"cxrdistill": __version__, "torch": str(torch.__version__)},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, metadata: dict, state: dict[str, Any] | None = None) -> Path:
+    """Write weights + metadata (+ optimiser/scheduler/epoch ``state`` for resuming) in one atomic step."""
+    payload = {"format": CHECKPOINT_FORMAT, "model_state": model.state_dict(), "metadata": metadata,
+               "training_state": state or {}}
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return atomic_write(path, lambda stream: stream.write(buffer.getbuffer()))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for non-checkpoints and for refused pickles
+        raise CheckpointError(
+            f"{path} is not a readable cxrdistill checkpoint (corrupt, truncated, or holds code): {error}"
+        ) from error
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a cxrdistill checkpoint (no {CHECKPOINT_FORMAT!r} marker)")
+    return payload
+
+
+def experiment_config(payload: dict[str, Any]) -> ExperimentConfig:
+    return config_from_dict(payload["metadata"]["config"])
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network a checkpoint was trained as and load its weights (no pretrained download)."""
+    from cxrdistill.models import create_model
+
+    payload = load_checkpoint(path)
+    metadata = payload["metadata"]
+    model_config = ModelConfig(**{**experiment_config(payload).model.__dict__, "init": "scratch"})
+    model = create_model(model_config, len(metadata["class_names"]), int(metadata["input_size"]))
+    try:
+        model.load_state_dict(payload["model_state"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit {metadata['architecture']}: {error}") from error
+    return model, metadata
+
+
+def check_class_names(metadata: dict[str, Any], source: str) -> None:
+    if tuple(metadata.get("class_names", ())) != CLASS_NAMES:
+        raise CheckpointError(
+            f"{source} was trained with classes {metadata.get('class_names')}, but this toolkit's data use "
+            f"{list(CLASS_NAMES)} in that order; its outputs would be misread"
+        )

@@ -1,0 +1,88 @@
+"""One experiment from a config: data, model, objective, trainer — the Python API behind ``cxrdistill train``.
+
+With ``distill.teacher`` set the same config distils (the KD objective replaces plain cross-entropy);
+without it the model trains on the labels alone, as in torchdistill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from cxrdistill.config import ExperimentConfig, save_config
+from cxrdistill.data.dataset import DataBundle, build_loaders
+from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
+from cxrdistill.models import create_model, input_size
+from cxrdistill.training.checkpoint import checkpoint_metadata
+from cxrdistill.training.device import Precision, resolve_device, resolve_precision
+from cxrdistill.training.objectives import SupervisedObjective, class_weights
+from cxrdistill.training.trainer import Trainer, TrainState, seed_everything
+
+
+class RunDirectoryError(FileExistsError):
+    """Refusing to overwrite an earlier run's checkpoints."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    state: TrainState
+    bundle: DataBundle
+
+
+def data_root(config: ExperimentConfig, progress: bool = True) -> Path:
+    """The configured data folder, or the project's synthetic set (made once, deterministic)."""
+    if config.data.root is not None:
+        return Path(config.data.root)
+    root = Path(config.data.synthetic_dir)
+    if not (root / "SYNTHETIC.md").is_file():
+        if progress:
+            print(f"No data.root given: writing a SYNTHETIC data set to {root} (not real X-rays).")
+        make_synthetic_dataset(root, SynthSpec(seed=config.data.split_seed))
+    return root
+
+
+def supervised_objective(config: ExperimentConfig, bundle: DataBundle) -> SupervisedObjective:
+    weights = class_weights(bundle.class_counts()) if config.train.class_balance == "loss" else None
+    return SupervisedObjective(weights, config.train.aux_loss_weight)
+
+
+def run_experiment(config: ExperimentConfig, resume: bool = False, progress: bool = True) -> RunResult:
+    """Train (or distil) as configured; checkpoints, metrics and the config land in ``config.run_dir``."""
+    run_dir = config.run_dir
+    if (run_dir / "last.pt").exists() and not resume:
+        raise RunDirectoryError(
+            f"{run_dir} already holds a run (last.pt); pass --resume to continue it, "
+            f"or choose another name/output_dir — nothing was overwritten"
+        )
+    if resume and not (run_dir / "last.pt").exists():
+        raise FileNotFoundError(f"--resume: no {run_dir / 'last.pt'} to resume from")
+    seed_everything(config.train.seed)
+    device = resolve_device(config.train.device)
+    precision = resolve_precision(device, config.train.amp)
+    size = input_size(config.model, config.data.image_size)
+
+    from cxrdistill.distillation.objective import build_objective, data_image_size
+
+    train_size = data_image_size(config, size)
+    bundle = build_loaders(
+        config.data, data_root(config, progress), size, config.train.seed,
+        balance_sampler=config.train.class_balance == "sampler", pin_memory=device.type == "cuda",
+        progress=progress, train_image_size=train_size,
+    )
+    model = create_model(config.model, image_size=size)
+    objective = build_objective(config, bundle, supervised_objective(config, bundle), precision, size, progress)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    trainer = Trainer(model, objective, config.train, precision, run_dir, checkpoint_metadata(config, size), size,
+                      progress)
+    if resume:
+        trainer.resume()
+    state = trainer.fit(bundle.loaders)
+    return RunResult(run_dir, trainer.best_path, trainer.last_path, state, bundle)
+
+
+def precision_for(config: ExperimentConfig) -> Precision:
+    return resolve_precision(resolve_device(config.train.device), config.train.amp)
