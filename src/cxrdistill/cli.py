@@ -18,8 +18,9 @@ from cxrdistill.config import ConfigError, load_config
 app = typer.Typer(help="Pneumonia detection on chest X-rays with knowledge distillation.", no_args_is_help=True)
 data_app = typer.Typer(help="Inspect and make data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console()
-errors = Console(stderr=True)
+# Logs and CI are not terminals: give tables room instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Experiment YAML file.")]
 Overrides = Annotated[list[str] | None, typer.Argument(help="Overrides such as train.epochs=3 data.root=DIR.")]
@@ -204,6 +205,74 @@ def demo(
 
     rows = run_demo(data, out, progress=not quiet)
     print_rows(rows, "Demo: test split" + (" (SYNTHETIC data)" if data is None else f" ({data})"))
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+
+
+@app.command("sweep-temperature")
+@friendly_errors
+def sweep_temperature(
+    teacher: Annotated[Path, typer.Option(help="Teacher checkpoint shared by every student.")],
+    config: ConfigOption = None,
+    overrides: Overrides = None,
+    temperatures: Annotated[str, typer.Option(help="Comma-separated temperatures.")] = "1,10,20,30,40,50",
+    out: Annotated[Path, typer.Option(help="Folder for the runs, sweep.csv/.md and sweep.png.")] = Path(
+        "runs/sweep-temperature"),
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """One distilled student per temperature (the paper's Table II), reusing one cached teacher."""
+    from cxrdistill.distillation.sweep import sweep_temperature as run_sweep
+
+    rows = run_sweep(load_config(config, overrides), teacher, out, _floats(temperatures), progress=not quiet)
+    print_rows(rows, f"Distilled student by temperature (results in {out})")
+
+
+@app.command()
+@friendly_errors
+def compare(
+    overrides: Overrides = None,
+    arm: Annotated[list[str] | None, typer.Option(
+        help="NAME=CONFIG, repeatable. Default: student=cpu/student and student_kd=cpu/student_kd presets.")] = None,
+    teacher_config: Annotated[Path | None, typer.Option(help="Teacher config (default: cpu/teacher).")] = None,
+    teacher: Annotated[Path | None, typer.Option(help="Use this trained teacher instead of training one.")] = None,
+    no_teacher: Annotated[bool, typer.Option(help="Compare the arms only (no teacher arm).")] = False,
+    seeds: Annotated[int, typer.Option(help="Seeds per arm.")] = 3,
+    difference: Annotated[str, typer.Option(help="Paired difference A,B to report (A - B).")] = "student_kd,student",
+    teacher_per_seed: Annotated[bool, typer.Option(help="Train the teacher once per seed too.")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for runs and compare.{json,csv,md,png}.")] = Path("runs/compare"),
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Teacher vs plain vs distilled student over several seeds, with paired differences (Table VI)."""
+    from cxrdistill.config import preset
+    from cxrdistill.distillation.compare import compare as run_compare
+
+    extra = overrides or []
+    if arm:
+        arms = {}
+        for item in arm:
+            name, _, path = item.partition("=")
+            if not path:
+                raise typer.BadParameter(f"--arm expects NAME=CONFIG, got {item!r}")
+            arms[name] = load_config(Path(path), extra)
+    else:
+        arms = {"student": preset("cpu/student", extra), "student_kd": preset("cpu/student_kd", extra)}
+    teacher_cfg = None
+    if not no_teacher and teacher is None:
+        teacher_cfg = load_config(teacher_config, extra) if teacher_config else preset("cpu/teacher", extra)
+    pair = tuple(difference.split(",")) if difference else None
+    if pair is not None and (len(pair) != 2 or not set(pair) <= set(arms)):
+        raise typer.BadParameter(f"--difference must name two arms among {sorted(arms)}, got {difference!r}")
+    result = run_compare(arms, out, list(range(seeds)), teacher_cfg, teacher, pair, teacher_per_seed,
+                         progress=not quiet)
+    columns = ["arm", "seeds", *(f"{m}_mean" for m in ("accuracy", "specificity", "sensitivity", "roc_auc"))]
+    print_rows([{c: row[c] for c in columns} for row in result.summary], f"Comparison (results in {out})")
+    if result.difference:
+        print_rows(result.difference, "Paired difference over seeds (95% Student-t interval)")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -148,6 +148,12 @@ def _check_value(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected true/false, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):
+            # PyYAML reads "1e-3" (no dot) as text; accept numbers written that way.
+            try:
+                return float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)

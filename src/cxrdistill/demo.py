@@ -13,7 +13,7 @@ from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
 from cxrdistill.evaluation.evaluate import evaluate_checkpoint
 from cxrdistill.models.summary import count_flops
 from cxrdistill.training.checkpoint import model_from_checkpoint
-from cxrdistill.training.run import run_experiment
+from cxrdistill.training.run import train_or_resume
 
 DEMO_SYNTH = SynthSpec(normal_patients=60, pneumonia_patients=90, seed=0)
 ROLES = (("teacher", "cpu/teacher"), ("student", "cpu/student"), ("student_kd", "cpu/student_kd"))
@@ -24,12 +24,6 @@ def demo_configs(root: Path, out: Path, extra: list[str] | None = None) -> dict[
     configs = {role: preset(name, [*common, f"name={role}"]) for role, name in ROLES}
     configs["student_kd"].distill.teacher = str(configs["teacher"].run_dir / "best.pt")
     return configs
-
-
-def _train(config: ExperimentConfig, progress: bool) -> Path:
-    """Train, or finish an earlier demo's run of the same name (resume is a no-op when it is complete)."""
-    resume = (config.run_dir / "last.pt").exists()
-    return run_experiment(config, resume=resume, progress=progress).best_checkpoint
 
 
 def run_demo(data: Path | None, out: Path, progress: bool = True, extra: list[str] | None = None) -> list[dict]:
@@ -44,7 +38,7 @@ def run_demo(data: Path | None, out: Path, progress: bool = True, extra: list[st
         if progress:
             print(f"== {role}: {config.model.name} at {config.data.image_size}px"
                   + (" (distilled)" if config.distill.teacher else ""))
-        best = _train(config, progress)
+        best = train_or_resume(config, progress)
         report = evaluate_checkpoint(best, data, "test", n_bootstrap=200, progress=progress)
         model, metadata = model_from_checkpoint(best)
         metrics = {name: estimate.value for name, estimate in report.metrics.items()}

@@ -111,7 +111,7 @@ class DecodedImageCache:
 
     def row(self, index: int) -> np.ndarray:
         """One decoded image; the memory map is opened lazily, once per process (data-loader worker)."""
-        if self._array is None:
+        if self._array is None or index >= len(self._array):  # (re)open when another cache object appended
             count = os.path.getsize(self.data_path) // (self.size * self.size)
             self._array = np.memmap(self.data_path, dtype=np.uint8, mode="r", shape=(count, self.size, self.size))
         return self._array[index]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrdistill.data.layout import CLASS_NAMES, ImageRecord, scan_dataset
+from cxrdistill.data.layout import CLASS_NAMES, SPLIT_NAMES, ImageRecord, scan_dataset
 from cxrdistill.files import atomic_write_json, text_digest
 
 SPLIT_FILE_VERSION = 1
@@ -117,8 +117,14 @@ def load_split(path: str | Path, root: str | Path) -> DataSplit:
     path, root = Path(path), Path(root)
     try:
         payload = json.loads(path.read_text())
-        entries = payload["splits"]
-    except (OSError, ValueError, KeyError) as error:
+        entries = {
+            str(name): [(str(relative), int(label), str(patient)) for relative, label, patient in rows]
+            for name, rows in payload["splits"].items()
+        }
+        if any(label not in range(len(CLASS_NAMES)) for rows in entries.values() for _, label, _ in rows):
+            raise ValueError("a label is out of range")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        # Any shape other than the one save_split writes (cut short, edited by hand, not JSON at all).
         raise SplitFileError(f"split file {path} is unreadable ({error}); delete it to make a new split") from error
     splits: dict[str, list[ImageRecord]] = {}
     missing: list[str] = []
@@ -128,7 +134,9 @@ def load_split(path: str | Path, root: str | Path) -> DataSplit:
             file = root / relative
             if not file.is_file():
                 missing.append(relative)
-            splits[name].append(ImageRecord(file, int(label), patient, name))
+            # The source is the folder the file lies in, as scan_dataset reports it (not the split it went to).
+            folder = Path(relative).parts[0].lower() if Path(relative).parts else ""
+            splits[name].append(ImageRecord(file, label, patient, folder if folder in SPLIT_NAMES else ""))
     if missing:
         raise SplitFileError(
             f"split file {path} lists {len(missing)} file(s) missing under {root}, e.g. {missing[0]}; "

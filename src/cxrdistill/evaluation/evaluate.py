@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,16 +85,11 @@ def write_predictions_csv(path: Path, records: list[ImageRecord], predictions: P
                              CLASS_NAMES[int(guess)], int(guess == record.label)])
 
 
-def evaluate_checkpoint(
-    checkpoint: str | Path,
-    data: str | Path,
-    split: str = "test",
-    out_dir: str | Path | None = None,
-    n_bootstrap: int = 1000,
-    device: str = "auto",
-    batch_size: int | None = None,
-    progress: bool = True,
-) -> EvaluationReport:
+def predict_checkpoint(
+    checkpoint: str | Path, data: str | Path, split: str = "test", device: str = "auto",
+    batch_size: int | None = None, progress: bool = True,
+) -> tuple[list[ImageRecord], Predictions, dict, str]:
+    """Records, predictions, checkpoint metadata and a description of the data evaluated."""
     checkpoint, data = Path(checkpoint), Path(data)
     payload = load_checkpoint(checkpoint)
     check_class_names(payload["metadata"], str(checkpoint))
@@ -107,21 +101,41 @@ def evaluate_checkpoint(
     loader = DataLoader(dataset, batch_size=batch_size or config.data.batch_size, num_workers=workers)
     precision = resolve_precision(resolve_device(device), "auto")
     predictions = predict(model.to(precision.device), loader, precision, progress=progress, desc="evaluate")
+    return dataset.records, predictions, metadata, description
+
+
+def point_metrics(checkpoint: str | Path, data: str | Path, split: str = "test", progress: bool = False) -> dict:
+    """Metrics without intervals or files: what sweeps and comparisons need for each run."""
+    _, predictions, _, _ = predict_checkpoint(checkpoint, data, split, progress=progress)
+    return binary_metrics(predictions.labels, predictions.prob_positive)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    data: str | Path,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    n_bootstrap: int = 1000,
+    device: str = "auto",
+    batch_size: int | None = None,
+    progress: bool = True,
+) -> EvaluationReport:
+    """Metrics with bootstrap CIs, ``predictions.csv``, ``metrics.json`` and three plots in ``out_dir``."""
+    checkpoint, data = Path(checkpoint), Path(data)
+    records, predictions, metadata, description = predict_checkpoint(
+        checkpoint, data, split, device, batch_size, progress
+    )
     metrics = evaluate_predictions(predictions, n_bootstrap)
     matrix = confusion(predictions.labels, predictions.prob_positive)
 
     out = Path(out_dir) if out_dir else checkpoint.parent / f"eval-{data.name}-{split}"
     out.mkdir(parents=True, exist_ok=True)
-    report = EvaluationReport(checkpoint, description, metrics, matrix.tolist(), len(dataset), out)
+    report = EvaluationReport(checkpoint, description, metrics, matrix.tolist(), len(records), out)
     atomic_write_json(out / "metrics.json", report.as_dict())
-    write_predictions_csv(out / "predictions.csv", dataset.records, predictions)
+    write_predictions_csv(out / "predictions.csv", records, predictions)
     title = f"{metadata['architecture']} on {description}"
     plot_roc(predictions.labels, predictions.prob_positive, out / "roc.png", title=f"ROC — {title}")
     plot_confusion(np.asarray(matrix), out / "confusion.png", title=f"Confusion — {title}")
     plot_reliability(predictions.labels, predictions.prob_positive, out / "reliability.png",
                      title=f"Reliability — {title}")
     return report
-
-
-def load_report(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())

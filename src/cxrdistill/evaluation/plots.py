@@ -174,3 +174,30 @@ def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=DPI, format="png", bbox_inches="tight")
     return out
+
+
+def plot_comparison(
+    summary: list[dict],
+    metrics: tuple[str, ...],
+    path: str | os.PathLike[str],
+    title: str = "Test metrics by arm (mean ± std over seeds)",
+) -> Path:
+    """Grouped bars: one group per metric, one bar per arm, error bars of one standard deviation.
+
+    ``summary`` rows hold ``arm`` plus ``{metric}_mean`` and ``{metric}_std`` for each metric.
+    """
+    fig = _new_figure((7.5, 4.5))
+    ax = fig.add_subplot()
+    width = 0.8 / max(len(summary), 1)
+    positions = np.arange(len(metrics))
+    for i, row in enumerate(summary):
+        means = [row[f"{m}_mean"] for m in metrics]
+        stds = [row[f"{m}_std"] for m in metrics]
+        ax.bar(positions + i * width, means, width, yerr=stds, capsize=3, label=f"{row['arm']} (n={row['seeds']})")
+    ax.set_xticks(positions + width * (len(summary) - 1) / 2, metrics)
+    lows = [row[f"{m}_mean"] - row[f"{m}_std"] for row in summary for m in metrics]
+    ax.set_ylim(max(0.0, min(lows, default=0.0) - 0.05), 1.0)
+    ax.set(ylabel="value", title=title)
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, path)

@@ -86,3 +86,12 @@ def run_experiment(config: ExperimentConfig, resume: bool = False, progress: boo
 
 def precision_for(config: ExperimentConfig) -> Precision:
     return resolve_precision(resolve_device(config.train.device), config.train.amp)
+
+
+def train_or_resume(config: ExperimentConfig, progress: bool = True) -> Path:
+    """Train, or continue the run already in ``config.run_dir`` (a no-op when it finished).
+
+    Sweeps, comparisons and the demo call this so that re-running one continues where it stopped.
+    """
+    resume = (config.run_dir / "last.pt").exists()
+    return run_experiment(config, resume=resume, progress=progress).best_checkpoint

@@ -15,12 +15,14 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from sklearn.exceptions import UndefinedMetricWarning
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -142,8 +144,15 @@ class Trainer:
         self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in self.state.history))
 
     # -- loop --------------------------------------------------------------------------------
+    def _reseed_shuffle(self, loader: DataLoader) -> None:
+        """Each epoch's order depends on (seed, epoch) only, so a resumed run sees the batches it would have."""
+        generator = getattr(loader.sampler, "generator", None)
+        if generator is not None:
+            generator.manual_seed(self.config.seed * 100_003 + self.state.epoch)
+
     def train_epoch(self, loader: DataLoader) -> dict[str, float]:
         self.model.train()
+        self._reseed_shuffle(loader)
         device = self.precision.device
         total_loss = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
@@ -172,7 +181,10 @@ class Trainer:
 
     def validate(self, loader: DataLoader) -> dict[str, float]:
         predictions = predict(self.forward_model, loader, self.precision, self.input_size, desc="validate")
-        metrics = binary_metrics(predictions.labels, predictions.prob_positive)
+        with warnings.catch_warnings():
+            # Early epochs often predict one class only; the NaN it gives is recorded, the warning is noise.
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            metrics = binary_metrics(predictions.labels, predictions.prob_positive)
         metrics["loss"] = predictions.mean_cross_entropy()
         return {f"val_{name}": float(value) for name, value in metrics.items()}
 

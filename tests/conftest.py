@@ -1,0 +1,40 @@
+"""Shared fixtures: a small synthetic Kermany-layout data set, made once per test session."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
+
+SMALL_SYNTH_SPEC = SynthSpec(normal_patients=8, pneumonia_patients=10, image_size=(72, 64), seed=0)
+"""Small enough to write in a fraction of a second; train/ and test/ both hold both classes."""
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic set (``ROOT/{train,test}/{NORMAL,PNEUMONIA}/*.jpeg``); treat it as read-only."""
+    root = tmp_path_factory.mktemp("synth") / "chest_xray"
+    make_synthetic_dataset(root, SMALL_SYNTH_SPEC)
+    return root
+
+
+@pytest.fixture
+def synth_copy(synth_root: Path, tmp_path: Path) -> Path:
+    """A private copy of ``synth_root`` that a test may change (add, corrupt or delete files)."""
+    return Path(shutil.copytree(synth_root, tmp_path / "chest_xray"))
+
+
+def tiny_config(synth_root: Path, workdir: Path, *overrides: str):
+    """A CPU-sized experiment: ResNet18 at 32 px (11 M parameters; AlexNet's 57 M make every step and
+    checkpoint slow), 2 epochs, single-process loading, all files under ``workdir``."""
+    from cxrdistill.config import load_config
+
+    return load_config(None, [
+        f"output_dir={workdir / 'runs'}", "name=tiny", f"data.root={synth_root}",
+        f"data.cache_dir={workdir / 'cache'}", "data.image_size=32", "data.batch_size=8", "data.num_workers=0",
+        "model.name=resnet18", "train.epochs=2", "train.lr=0.01", "train.early_stopping_patience=null",
+        *overrides,
+    ])

@@ -1,0 +1,79 @@
+"""Config loading: plain YAML, unknown keys and bad values named, overrides by dotted key."""
+
+from pathlib import Path
+
+import pytest
+
+from cxrdistill.config import ConfigError, ExperimentConfig, load_config, preset, save_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "experiment.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_values_from_file(tmp_path):
+    config = load_config(write(tmp_path, "name: x\ntrain:\n  epochs: 3\n  lr: 1e-3\nmodel:\n  name: resnet18\n"))
+    assert (config.name, config.train.epochs, config.train.lr, config.model.name) == ("x", 3, 1e-3, "resnet18")
+    assert config.train.gamma == 0.9 and config.train.step_size == 7  # the paper's schedule by default
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write(tmp_path, "train:\n  epohcs: 3\n")
+    with pytest.raises(ConfigError, match=r"experiment.yaml.*train\.'epohcs'|experiment.yaml.*epohcs"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train:\n  epochs: three\n", "train.epochs"),
+        ("train:\n  amp: sometimes\n", "train.amp"),
+        ("model:\n  transfer: melt\n", "model.transfer"),
+        ("data:\n  scale_range: [0.9]\n", "data.scale_range"),
+        ("train: 5\n", "train"),
+        ("train:\n  lr: true\n", "train.lr"),
+    ],
+)
+def test_bad_values_are_named(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(write(tmp_path, text))
+
+
+def test_overrides_parse_yaml_values():
+    config = load_config(None, ["train.epochs=4", "data.root=/data", "train.early_stopping_patience=null",
+                                "data.scale_range=[0.8, 1.2]"])
+    assert config.train.epochs == 4 and config.data.root == "/data"
+    assert config.train.early_stopping_patience is None and config.data.scale_range == (0.8, 1.2)
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(None, ["train.epochs"])
+
+
+def test_missing_file_and_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "train: [unclosed\n"))
+
+
+def test_yaml_tags_are_refused(tmp_path):
+    """Configs are plain data: a python/object tag must not construct anything."""
+    with pytest.raises(ConfigError):
+        load_config(write(tmp_path, "name: !!python/object/apply:os.system ['true']\n"))
+
+
+def test_save_and_reload_round_trip(tmp_path):
+    config = load_config(None, ["train.epochs=5", "model.frontend=srm", "data.scale_range=[0.8, 1.3]"])
+    save_config(config, tmp_path / "saved.yaml")
+    assert "!!" not in (tmp_path / "saved.yaml").read_text()
+    assert load_config(tmp_path / "saved.yaml") == config
+
+
+def test_presets_load():
+    for name in ("cpu/teacher", "cpu/student", "cpu/student_kd", "paper/teacher", "paper/student",
+                 "paper/student_kd"):
+        assert isinstance(preset(name), ExperimentConfig)
+    assert preset("paper/teacher").train.lr == 5e-3 and preset("paper/student").train.lr == 2e-4
+    with pytest.raises(ConfigError, match="known: .*cpu/student"):
+        preset("cpu/nothing")

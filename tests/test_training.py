@@ -1,0 +1,108 @@
+"""The trainer end to end on tiny synthetic data: metrics, checkpoints, resume, refusals."""
+
+import json
+
+import pytest
+import torch
+from conftest import tiny_config
+
+from cxrdistill.training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from cxrdistill.training.objectives import SupervisedObjective, class_weights
+from cxrdistill.training.run import RunDirectoryError, run_experiment
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_writes_metrics_and_self_describing_checkpoints(synth_root, tmp_path):
+    config = tiny_config(synth_root, tmp_path)
+    result = run_experiment(config, progress=False)
+    rows = read_metrics(result.run_dir)
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("train_loss", "val_loss", "val_accuracy", "val_sensitivity", "val_specificity", "val_roc_auc", "lr"):
+        assert key in rows[0]
+    assert (result.run_dir / "config.yaml").is_file() and result.best_checkpoint.is_file()
+    metadata = load_checkpoint(result.best_checkpoint)["metadata"]
+    assert metadata["architecture"] == "resnet18" and metadata["input_size"] == 32
+    assert metadata["class_names"] == ["NORMAL", "PNEUMONIA"] and metadata["normalization"]["mean"][0] == 0.485
+    model, _ = model_from_checkpoint(result.last_checkpoint)
+    assert torch.equal(model.conv1.weight, run_model_weights(result.last_checkpoint))
+
+
+def run_model_weights(path):
+    return load_checkpoint(path)["model_state"]["conv1.weight"]
+
+
+def test_weights_change_and_step_lr_decays(synth_root, tmp_path):
+    config = tiny_config(synth_root, tmp_path, "train.step_size=1", "train.gamma=0.5")
+    result = run_experiment(config, progress=False)
+    rows = read_metrics(result.run_dir)
+    assert rows[0]["lr"] == pytest.approx(0.01) and rows[1]["lr"] == pytest.approx(0.005)
+
+
+def test_resume_continues_where_the_run_stopped(synth_root, tmp_path):
+    first = run_experiment(tiny_config(synth_root, tmp_path, "train.epochs=1"), progress=False)
+    saved = load_checkpoint(first.last_checkpoint)["training_state"]
+    assert saved["epoch"] == 1
+    # A run killed after writing a metrics line for an epoch it never checkpointed:
+    with open(first.run_dir / "metrics.jsonl", "a") as stream:
+        stream.write(json.dumps({"epoch": 2, "val_loss": 0.0}) + "\n")
+    resumed = run_experiment(tiny_config(synth_root, tmp_path, "train.epochs=3"), resume=True, progress=False)
+    rows = read_metrics(resumed.run_dir)
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert rows[1]["val_loss"] != 0.0  # the orphan line was replaced by the real epoch 2
+    assert load_checkpoint(resumed.last_checkpoint)["training_state"]["epoch"] == 3
+
+
+def test_resume_is_deterministic(synth_root, tmp_path):
+    """Two epochs straight equal one epoch, a stop, and a resume: optimiser, scheduler and RNG are restored."""
+    straight = run_experiment(tiny_config(synth_root, tmp_path / "a", "train.epochs=2"), progress=False)
+    run_experiment(tiny_config(synth_root, tmp_path / "b", "train.epochs=1"), progress=False)
+    resumed = run_experiment(tiny_config(synth_root, tmp_path / "b", "train.epochs=2"), resume=True, progress=False)
+    assert torch.allclose(run_model_weights(straight.last_checkpoint), run_model_weights(resumed.last_checkpoint))
+
+
+def test_existing_run_is_never_overwritten(synth_root, tmp_path):
+    config = tiny_config(synth_root, tmp_path, "train.epochs=1")
+    first = run_experiment(config, progress=False)
+    before = first.last_checkpoint.read_bytes()
+    with pytest.raises(RunDirectoryError, match="--resume"):
+        run_experiment(config, progress=False)
+    assert first.last_checkpoint.read_bytes() == before
+    with pytest.raises(FileNotFoundError, match="no .*last.pt"):
+        run_experiment(tiny_config(synth_root, tmp_path, "name=other"), resume=True, progress=False)
+
+
+def test_resume_refuses_another_architecture(synth_root, tmp_path):
+    run_experiment(tiny_config(synth_root, tmp_path, "train.epochs=1"), progress=False)
+    with pytest.raises(ValueError, match="resnet18 checkpoint but the config trains resnet34"):
+        run_experiment(tiny_config(synth_root, tmp_path, "model.name=resnet34"), resume=True, progress=False)
+
+
+def test_early_stopping_and_sampler(synth_root, tmp_path):
+    config = tiny_config(synth_root, tmp_path, "train.epochs=6", "train.early_stopping_patience=1",
+                         "train.lr=0.0", "train.class_balance=sampler")
+    result = run_experiment(config, progress=False)
+    # With lr 0 nothing improves after epoch 1, so training stops after 2 epochs.
+    assert len(read_metrics(result.run_dir)) == 2 and result.state.stopped_early
+
+
+def test_class_weights_and_aux_loss():
+    weights = class_weights([100, 300])
+    assert weights.tolist() == pytest.approx([2.0, 2 / 3])
+    objective = SupervisedObjective(weights)
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.5]])
+    labels = torch.tensor([0, 1])
+    expected = torch.nn.functional.cross_entropy(logits, labels, weight=weights)
+    assert objective.hard_loss(logits, labels) == pytest.approx(expected.item())
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable cxrdistill checkpoint"):
+        load_checkpoint(path)
+    torch.save({"weights": torch.zeros(1)}, path)
+    with pytest.raises(CheckpointError, match="no 'cxrdistill-checkpoint/1' marker"):
+        load_checkpoint(path)
