@@ -59,9 +59,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = options.parse_args(argv)
     apply_threads(args)
     if args.quick:
-        spec, student_size, teacher_size, epochs, rounds = SynthSpec(6, 8, image_size=(96, 80)), 64, 80, 2, 1
+        # A smoke test: ResNet-18 stands in for AlexNet, whose ~0.7 GB of checkpoints per epoch dominate tiny runs.
+        spec, student, student_size, teacher_size = SynthSpec(6, 8, image_size=(96, 80)), "resnet18", 64, 80
+        epochs, rounds = 2, 1
     else:
-        spec, student_size, teacher_size, epochs, rounds = SynthSpec(80, 120), 96, 96, 3, 2
+        spec, student, student_size, teacher_size = SynthSpec(80, 120), "alexnet", 96, 96
+        epochs, rounds = 3, 2
 
     runs: dict[str, list[dict]] = {mode: [] for mode in MODES}
     with tempfile.TemporaryDirectory(prefix="bench-distill-") as work:
@@ -69,9 +72,9 @@ def main(argv: list[str] | None = None) -> dict:
         make_synthetic_dataset(work_dir / "synthetic", spec)
         teacher = make_teacher(work_dir / "teacher.pt", teacher_size)
         common = [f"output_dir={work_dir / 'runs'}", f"data.root={work_dir / 'synthetic'}",
-                  f"data.cache_dir={work_dir / 'cache'}", f"data.image_size={student_size}",
+                  f"data.cache_dir={work_dir / 'cache'}", f"data.image_size={student_size}", f"model.name={student}",
                   f"train.epochs={epochs}", "train.device=cpu"]
-        print(f"student alexnet@{student_size}px, teacher inception_v3@{teacher_size}px, {epochs} epochs, "
+        print(f"student {student}@{student_size}px, teacher inception_v3@{teacher_size}px, {epochs} epochs, "
               f"{rounds} round(s)")
         for round_index in range(rounds):
             for mode in MODES:
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
                                         TARGET_CACHED, at_least=False)}
     print(f"online KD / plain, seconds per epoch: {ratios['online_vs_plain']:.3f}x (reported, no target)")
     payload = {
-        "settings": {"student": f"alexnet@{student_size}", "teacher": f"inception_v3@{teacher_size} (untrained)",
+        "settings": {"student": f"{student}@{student_size}", "teacher": f"inception_v3@{teacher_size} (untrained)",
                      "epochs": epochs, "rounds": rounds, "synthetic_spec": repr(spec),
                      "presets": ["cpu/student", "cpu/student_kd"]},
         "measurements": summary,

@@ -46,7 +46,7 @@ class DataConfig:
     num_workers: int = -1
     """-1 sizes the loader to the machine (cores - 1, at most 8)."""
     max_per_class: int | None = None
-    """Cap on training images per class (a reduced preset for CPU runs); sampled by patient, seeded."""
+    """Cap on training images per class (a reduced preset for CPU runs); a seeded random sample."""
 
 
 @dataclass

@@ -68,7 +68,10 @@ class DecodedImageCache:
     def _read_index(self) -> dict[str, int]:
         if not self.index_path.is_file():
             return {}
-        payload = json.loads(self.index_path.read_text())
+        try:
+            payload = json.loads(self.index_path.read_text())
+        except ValueError:
+            return {}  # a damaged index only costs decoding again: the data file is rewritten from row 0
         if payload.get("version") != INDEX_VERSION or payload.get("size") != self.size:
             return {}
         return payload["rows"]

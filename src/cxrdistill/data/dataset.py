@@ -129,7 +129,10 @@ def resolve_split(config: DataConfig, root: Path) -> DataSplit:
 
 
 def cap_per_class(records: list[ImageRecord], config: DataConfig) -> list[ImageRecord]:
-    """A seeded subsample of at most ``max_per_class`` images per class, whole patients first."""
+    """A seeded random subsample of at most ``max_per_class`` training images per class.
+
+    Only the training split is capped, so validation and test stay whole and patient-disjoint from it.
+    """
     generator = torch.Generator().manual_seed(config.split_seed)
     kept: list[ImageRecord] = []
     for label in range(len(CLASS_NAMES)):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import json
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,9 +57,9 @@ def summarize(runs: list[dict], arms: list[str]) -> list[dict]:
         of_arm = [r for r in runs if r["arm"] == arm]
         row: dict = {"arm": arm, "seeds": len(of_arm)}
         for metric in COMPARED_METRICS:
-            values = [r[metric] for r in of_arm]
-            row[f"{metric}_mean"] = statistics.fmean(values)
-            row[f"{metric}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            values = np.array([r[metric] for r in of_arm], dtype=float)
+            row[f"{metric}_mean"] = float(values.mean())
+            row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
         rows.append(row)
     return rows
 

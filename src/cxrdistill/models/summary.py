@@ -52,7 +52,7 @@ def weight_layers(model: nn.Module) -> int:
 
 def summarize(config: ModelConfig, input_size: int | None = None) -> ModelSummary:
     spec = model_spec(config.name)
-    size = input_size or spec.input_size
+    size = max(input_size or spec.input_size, spec.min_input_size)  # a smaller request is raised to the minimum
     model = create_model(config, image_size=size)
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,71 @@
+"""The command line: each command end to end on tiny data, and one-line errors for bad input."""
+
+import json
+
+import yaml
+from typer.testing import CliRunner
+
+from cxrdistill.cli import app
+
+runner = CliRunner()
+
+
+def tiny_overrides(synth_root, tmp_path):
+    return [f"data.root={synth_root}", f"data.cache_dir={tmp_path / 'cache'}", "data.image_size=32",
+            "data.batch_size=8", "data.num_workers=0", "model.name=resnet18", "train.epochs=1",
+            "train.early_stopping_patience=null", f"output_dir={tmp_path / 'runs'}"]
+
+
+def test_train_evaluate_and_errors(synth_root, tmp_path):
+    result = runner.invoke(app, ["train", "--quiet", *tiny_overrides(synth_root, tmp_path), "name=cli"])
+    assert result.exit_code == 0, result.output
+    best = tmp_path / "runs" / "cli" / "best.pt"
+    assert f"best checkpoint: {best}" in result.output.replace("\n", "")
+    result = runner.invoke(app, ["evaluate", str(best), "--data", str(synth_root), "--bootstrap", "20", "--json"])
+    assert result.exit_code == 0, result.output
+    assert 0.0 <= json.loads(result.output)["metrics"]["accuracy"]["value"] <= 1.0
+
+    again = runner.invoke(app, ["train", "--quiet", *tiny_overrides(synth_root, tmp_path), "name=cli"])
+    assert again.exit_code == 2 and "--resume" in again.output and "Traceback" not in again.output
+
+
+def test_bad_config_key_and_missing_checkpoint(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({"train": {"learning_rate": 0.1}}))
+    result = runner.invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 2 and "learning_rate" in result.output and "bad.yaml" in result.output
+    result = runner.invoke(app, ["evaluate", str(tmp_path / "none.pt"), "--data", str(tmp_path)])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_models_table_json():
+    result = runner.invoke(app, ["models", "--json", "--size", "64"])
+    assert result.exit_code == 0, result.output
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    assert set(rows) == {"alexnet", "vgg16", "resnet18", "resnet34", "inception_v3"}
+    assert rows["alexnet"]["paper_params_m"] == 64.90 and rows["alexnet"]["weight_layers"] == 8
+    assert rows["alexnet"]["input_size"] == 64 and rows["inception_v3"]["input_size"] == 75  # its minimum
+
+
+def test_sweep_and_compare(synth_root, tmp_path):
+    common = tiny_overrides(synth_root, tmp_path)
+    assert runner.invoke(app, ["train", "--quiet", *common, "name=teacher", "data.image_size=40"]).exit_code == 0
+    teacher = tmp_path / "runs" / "teacher" / "best.pt"
+    result = runner.invoke(app, ["sweep-temperature", "--quiet", "--teacher", str(teacher), "--temperatures", "1,4",
+                                 "--out", str(tmp_path / "sweep"), *common])
+    assert result.exit_code == 0, result.output
+    table = (tmp_path / "sweep" / "sweep.md").read_text()
+    assert "| 1.0" in table and "| 4.0" in table and (tmp_path / "sweep" / "sweep.png").is_file()
+
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump({"name": "x"}))
+    distilled = tmp_path / "kd.yaml"
+    distilled.write_text(yaml.safe_dump({"name": "y", "distill": {"teacher": "given"}}))
+    result = runner.invoke(app, ["compare", "--quiet", "--arm", f"student={plain}", "--arm", f"student_kd={distilled}",
+                                 "--teacher", str(teacher), "--seeds", "2", "--out", str(tmp_path / "cmp"), *common])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert {(r["arm"], r["seed"]) for r in saved["runs"]} == {(a, s) for a in ("student", "student_kd") for s in (0, 1)}
+    assert saved["difference"][0]["pairs"] == 2 and (tmp_path / "cmp" / "compare.png").is_file()
+    kd_config = yaml.safe_load((tmp_path / "cmp" / "seed0" / "student_kd" / "config.yaml").read_text())
+    assert kd_config["distill"]["teacher"] == str(teacher)
