@@ -27,7 +27,8 @@ def test_evaluate_on_the_test_split(checkpoint, synth_root, tmp_path):
         assert name in report.metrics
     accuracy = report.metrics["accuracy"]
     assert accuracy.low <= accuracy.value <= accuracy.high
-    rows = list(csv.DictReader(open(tmp_path / "out" / "predictions.csv")))
+    with open(tmp_path / "out" / "predictions.csv") as stream:
+        rows = list(csv.DictReader(stream))
     assert len(rows) == n_test and {r["label"] for r in rows} == {"NORMAL", "PNEUMONIA"}
     correct = np.mean([int(r["correct"]) for r in rows])
     assert correct == pytest.approx(accuracy.value)

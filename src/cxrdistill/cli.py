@@ -207,6 +207,20 @@ def demo(
     print_rows(rows, "Demo: test split" + (" (SYNTHETIC data)" if data is None else f" ({data})"))
 
 
+@app.command()
+@friendly_errors
+def export(
+    checkpoint: Path,
+    out: Annotated[Path, typer.Option(help="Where to write the .onnx file.")] = Path("model.onnx"),
+) -> None:
+    """Export a checkpoint to ONNX (metadata embedded), verified against ONNX Runtime."""
+    from cxrdistill.deployment.export import export_onnx
+
+    result = export_onnx(checkpoint, out)
+    console.print(f"wrote {result.path} ({result.size_mb:.1f} MB); ONNX Runtime vs PyTorch max |diff| "
+                  f"{result.max_abs_difference:.2e}")
+
+
 def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(",") if part.strip())
