@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         size, batch_size, count, rounds, with_compile = 64, 8, 2, 1, False
     else:
-        size, batch_size, count, rounds, with_compile = 96, 32, 6, 3, True
+        size, batch_size, count, rounds, with_compile = 96, 32, 6, 6, True
     base = preset("cpu/student", ["train.device=cpu", "train.amp='off'"]).train
     configs = {"default": base, "channels_last": replace(base, channels_last=True),
                "bf16_autocast": replace(base, amp="on")}

@@ -5,7 +5,7 @@ import torch
 from torchvision import models as tv
 from torchvision.models import InceptionOutputs
 
-from cxrdistill.config import ModelConfig
+from cxrdistill.config import ConfigError, ModelConfig
 from cxrdistill.models import MODELS, WeightsNotAvailableError, create_model, input_size, model_spec
 from cxrdistill.models.summary import count_flops, summarize, weight_layers
 from cxrdistill.models.weights import imagenet_weights_path
@@ -105,3 +105,15 @@ def test_flops_and_depth():
     summary = summarize(ModelConfig(name="alexnet"), 64)
     assert summary.input_size == 64 and summary.gflops < flops / 1e9
     assert summary.params_m == pytest.approx(sum(p.numel() for p in alexnet.parameters()) / 1e6)
+
+
+def test_srm_frontend_is_a_model_setting():
+    from cxrdistill.models.srm import FrontendModel
+
+    config = ModelConfig(name="alexnet", frontend="srm", frontend_options={"learned_residuals": 4})
+    model = create_model(config, image_size=64)
+    assert isinstance(model, FrontendModel)
+    with torch.no_grad():
+        assert model.eval()(torch.randn(2, 3, 64, 64)).shape == (2, 2)
+    with pytest.raises(ConfigError, match="model.frontend_options.*bogus"):
+        create_model(ModelConfig(name="alexnet", frontend="srm", frontend_options={"bogus": 1}), image_size=64)

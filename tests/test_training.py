@@ -106,3 +106,12 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     torch.save({"weights": torch.zeros(1)}, path)
     with pytest.raises(CheckpointError, match="no 'cxrdistill-checkpoint/1' marker"):
         load_checkpoint(path)
+
+
+def test_srm_frontend_trains_distils_and_reloads(synth_root, tmp_path):
+    config = tiny_config(synth_root, tmp_path, "model.frontend=srm", "train.epochs=1")
+    result = run_experiment(config, progress=False)
+    model, metadata = model_from_checkpoint(result.best_checkpoint)
+    assert metadata["frontend"] == "srm"
+    learned = load_checkpoint(result.best_checkpoint)["model_state"]
+    assert any(key.startswith("frontend.") for key in learned)

@@ -340,8 +340,7 @@ def _measure_inference(model: nn.Module, request: _Request, size: int, precision
     single = torch.randn(1, 3, size, size, device=device)
     batch = torch.randn(request.batch_size, 3, size, size, device=device)
     model.eval()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    _reset_cuda_peaks(device)
     latencies = []
     with torch.inference_mode(), precision.autocast():
         for _ in range(request.warmup):
@@ -390,8 +389,7 @@ def _measure_training(model: nn.Module, request: _Request, size: int, precision:
         scaler.update()
 
     model.train()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    _reset_cuda_peaks(device)
     # At least one untimed step: the first allocates gradients and momentum buffers.
     for _ in range(max(1, request.warmup)):
         step()
@@ -412,6 +410,13 @@ def _measure_training(model: nn.Module, request: _Request, size: int, precision:
     result["cuda_train_reserved_mb"] = torch.cuda.max_memory_reserved(device) / MB
     result.update(sampler.summary())
     return result
+
+
+def _reset_cuda_peaks(device: torch.device) -> None:
+    """Start a phase's peaks afresh; emptying the cache first keeps the last phase's blocks out of its reserve."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def _sync(device: torch.device) -> None:
@@ -456,8 +461,9 @@ class _GpuSampler:
     def _find_handle(self, pynvml: Any) -> Any:
         """Match by UUID, which survives CUDA_VISIBLE_DEVICES renumbering; fall back to the index."""
         uuid = str(torch.cuda.get_device_properties(self.device).uuid)
-        try:
-            return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+        uuid = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
+        try:  # bytes: older nvidia-ml-py releases pass the argument to ctypes unconverted
+            return pynvml.nvmlDeviceGetHandleByUUID(uuid.encode())
         except pynvml.NVMLError:
             self.note = "NVML device matched by index, not UUID"
             return pynvml.nvmlDeviceGetHandleByIndex(self.device.index or 0)

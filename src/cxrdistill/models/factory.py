@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from cxrdistill.config import ModelConfig
+from cxrdistill.config import ConfigError, ModelConfig
 from cxrdistill.models.registry import model_spec
 from cxrdistill.models.weights import initialise
 
@@ -20,7 +20,11 @@ def create_model(config: ModelConfig, num_classes: int = 2, image_size: int | No
     if config.frontend == "srm":
         from cxrdistill.models.srm import FrontendModel, SRMFrontend
 
-        model = FrontendModel(SRMFrontend(**config.frontend_options), model)
+        try:
+            frontend = SRMFrontend(**config.frontend_options)
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"model.frontend_options: {error}") from None
+        model = FrontendModel(frontend, model)
     elif config.frontend != "none":
         raise ValueError(f"unknown model.frontend {config.frontend!r}; use 'none' or 'srm'")
     return model
