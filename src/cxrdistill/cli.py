@@ -258,7 +258,8 @@ def compare(
     seeds: Annotated[int, typer.Option(help="Seeds per arm.")] = 3,
     difference: Annotated[str, typer.Option(help="Paired difference A,B to report (A - B).")] = "student_kd,student",
     teacher_per_seed: Annotated[bool, typer.Option(help="Train the teacher once per seed too.")] = False,
-    out: Annotated[Path, typer.Option(help="Folder for runs and compare.{json,csv,md,png}.")] = Path("runs/compare"),
+    out: Annotated[Path, typer.Option(help="Folder for runs and REPORT.{json,csv,md,png}.")] = Path("runs/compare"),
+    report: Annotated[str, typer.Option(help="File stem of the result tables and plot.")] = "compare",
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Teacher vs plain vs distilled student over several seeds, with paired differences (Table VI)."""
@@ -282,7 +283,7 @@ def compare(
     if pair is not None and (len(pair) != 2 or not set(pair) <= set(arms)):
         raise typer.BadParameter(f"--difference must name two arms among {sorted(arms)}, got {difference!r}")
     result = run_compare(arms, out, list(range(seeds)), teacher_cfg, teacher, pair, teacher_per_seed,
-                         progress=not quiet)
+                         progress=not quiet, report=report)
     columns = ["arm", "seeds", *(f"{m}_mean" for m in ("accuracy", "specificity", "sensitivity", "roc_auc"))]
     print_rows([{c: row[c] for c in columns} for row in result.summary], f"Comparison (results in {out})")
     if result.difference:

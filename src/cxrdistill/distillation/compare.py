@@ -86,8 +86,13 @@ def compare(
     difference: tuple[str, str] | None = None,
     teacher_per_seed: bool = False,
     progress: bool = True,
+    report: str = "compare",
 ) -> Comparison:
-    """Train every arm for every seed, score on the test split, write compare.{json,csv,md,png} to ``out``."""
+    """Train every arm for every seed, score on the test split, write ``{report}.{json,csv,md,png}`` to ``out``.
+
+    Runs live in ``out/seed{N}/{arm}``; a later comparison in the same folder reuses finished runs of
+    arms with the same name (e.g. the plain student of the KD comparison in an ablation).
+    """
     out = Path(out)
     first = next(iter(arms.values()))
     root = data_root(first, progress)
@@ -126,13 +131,14 @@ def compare(
     result.summary = summarize(result.runs, arm_names)
     if difference is not None:
         result.difference = paired_differences(result.runs, *difference)
-    write_results(result, out, root)
+    write_results(result, out, root, report)
     return result
 
 
-def write_results(result: Comparison, out: Path, root: Path) -> None:
-    atomic_write_json(out / "compare.json", json.loads(json.dumps(result.as_dict(), default=float)))
-    write_table(result.summary, out, "compare", f"Comparison on the test split of {root} (mean and std over seeds)")
+def write_results(result: Comparison, out: Path, root: Path, report: str) -> None:
+    atomic_write_json(out / f"{report}.json", json.loads(json.dumps(result.as_dict(), default=float)))
+    write_table(result.summary, out, report, f"Comparison on the test split of {root} (mean and std over seeds)")
     if result.difference:
-        write_table(result.difference, out, "difference", "Paired difference over seeds (Student-t 95% CI)")
-    plot_comparison(result.summary, ("accuracy", "specificity", "sensitivity", "roc_auc"), out / "compare.png")
+        write_table(result.difference, out, f"{report}-difference",
+                    "Paired difference over seeds (Student-t 95% CI)")
+    plot_comparison(result.summary, ("accuracy", "specificity", "sensitivity", "roc_auc"), out / f"{report}.png")
