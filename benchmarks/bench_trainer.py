@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
         "ratios": ratios,
         "targets": targets,
         "recommendations": recommendations,
+        "notes": "recommendations weigh speed only: bf16 autocast changes numerics, so compare validation "
+                 "metrics before adopting it; torch.compile's warm-up (compilation) is not in the epoch times",
     }
     write_result(NAME, __file__, argv, args, payload)
     return payload
