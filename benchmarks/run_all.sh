@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the four CPU benchmarks one after another (about 10-20 minutes on 2 cores); results land in
+# Runs the four CPU benchmarks one after another (about 7 minutes on 2 cores); results land in
 # benchmarks/results/. Extra arguments go to every script, e.g. `benchmarks/run_all.sh --threads 1`
 # on a shared machine, or `--quick` for a smoke run. PYTHON overrides the interpreter.
 set -euo pipefail

@@ -46,6 +46,8 @@ def test_overrides_parse_yaml_values():
                                 "data.scale_range=[0.8, 1.2]"])
     assert config.train.epochs == 4 and config.data.root == "/data"
     assert config.train.early_stopping_patience is None and config.data.scale_range == (0.8, 1.2)
+    assert load_config(None, ["train.amp=off"]).train.amp == "off"  # YAML's bare off is false
+    assert load_config(None, ["train.amp=on", "train.threads=1"]).train.amp == "on"
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(None, ["train.epochs"])
 

@@ -77,6 +77,8 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     seed: int = 0
+    threads: int | None = None
+    """CPU threads for torch (``None``: torch's default). 1 is faster on a machine busy with other jobs."""
     log_every: int = 10
 
 
@@ -129,6 +131,8 @@ def _check_value(value: Any, hint: Any, key: str) -> Any:
         raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
     if origin is Literal:
         allowed = typing.get_args(hint)
+        if isinstance(value, bool) and {"on", "off"} <= set(allowed):
+            value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as true/false
         if value not in allowed:
             raise ConfigError(f"{key}: {value!r} is not one of {list(allowed)}")
         return value

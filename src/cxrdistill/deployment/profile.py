@@ -252,6 +252,7 @@ def describe_machine() -> dict[str, Any]:
 
 
 def cpu_name() -> str:
+    """The CPU's marketing name: timings mean little without it (``platform.processor()`` is often empty)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from cxrdistill.config import ExperimentConfig, save_config
 from cxrdistill.data.dataset import DataBundle, build_loaders
 from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
@@ -60,6 +62,8 @@ def run_experiment(config: ExperimentConfig, resume: bool = False, progress: boo
     if resume and not (run_dir / "last.pt").exists():
         raise FileNotFoundError(f"--resume: no {run_dir / 'last.pt'} to resume from")
     seed_everything(config.train.seed)
+    if config.train.threads is not None:
+        torch.set_num_threads(config.train.threads)
     device = resolve_device(config.train.device)
     precision = resolve_precision(device, config.train.amp)
     size = input_size(config.model, config.data.image_size)

@@ -146,7 +146,7 @@ class Trainer:
     # -- loop --------------------------------------------------------------------------------
     def _reseed_shuffle(self, loader: DataLoader) -> None:
         """Each epoch's order depends on (seed, epoch) only, so a resumed run sees the batches it would have."""
-        generator = getattr(loader.sampler, "generator", None)
+        generator = getattr(getattr(loader, "sampler", None), "generator", None)
         if generator is not None:
             generator.manual_seed(self.config.seed * 100_003 + self.state.epoch)
 
