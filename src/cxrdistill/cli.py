@@ -38,7 +38,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (ConfigError, DatasetLayoutError, SplitFileError, UnreadableImageError, CheckpointError,
             WeightsNotAvailableError, RunDirectoryError, DistillationSettingError, TeacherCacheError,
-            FileNotFoundError, KeyError)
+            FileNotFoundError, KeyError, ValueError)
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -219,6 +219,28 @@ def export(
     result = export_onnx(checkpoint, out)
     console.print(f"wrote {result.path} ({result.size_mb:.1f} MB); ONNX Runtime vs PyTorch max |diff| "
                   f"{result.max_abs_difference:.2e}")
+
+
+@app.command()
+@friendly_errors
+def profile(
+    targets: Annotated[list[str], typer.Argument(help="Model names (alexnet, inception_v3) or checkpoints; "
+                                                     "two give a ratio column.")],
+    device: str = "auto",
+    batch_size: Annotated[int, typer.Option(help="Batch for throughput and training steps.")] = 32,
+    size: Annotated[int | None, typer.Option(help="Input size (default: the model's own).")] = None,
+    repeats: Annotated[int, typer.Option(help="Batch-1 latency calls.")] = 20,
+    train_steps: Annotated[int, typer.Option(help="Timed training steps.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Parameters, FLOPs, size, latency, throughput, memory (and GPU utilisation on CUDA): Table V."""
+    from cxrdistill.deployment.profile import format_table, profile_model
+
+    profiles = [profile_model(t, device, batch_size, size, repeats, train_steps) for t in targets]
+    if as_json:
+        print(json.dumps([p.as_dict() for p in profiles], indent=1))
+        return
+    console.print(format_table(profiles))
 
 
 def _floats(text: str) -> tuple[float, ...]:
