@@ -16,7 +16,7 @@ from cxrdistill.data.dataset import DataBundle, build_loaders
 from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
 from cxrdistill.models import create_model, input_size
 from cxrdistill.training.checkpoint import checkpoint_metadata
-from cxrdistill.training.device import Precision, resolve_device, resolve_precision
+from cxrdistill.training.device import resolve_device, resolve_precision
 from cxrdistill.training.objectives import SupervisedObjective, class_weights
 from cxrdistill.training.trainer import Trainer, TrainState, seed_everything
 
@@ -86,10 +86,6 @@ def run_experiment(config: ExperimentConfig, resume: bool = False, progress: boo
         trainer.resume()
     state = trainer.fit(bundle.loaders)
     return RunResult(run_dir, trainer.best_path, trainer.last_path, state, bundle)
-
-
-def precision_for(config: ExperimentConfig) -> Precision:
-    return resolve_precision(resolve_device(config.train.device), config.train.amp)
 
 
 def train_or_resume(config: ExperimentConfig, progress: bool = True) -> Path:

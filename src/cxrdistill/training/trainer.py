@@ -207,6 +207,8 @@ class Trainer:
                 save_checkpoint(self.best_path, self.model, {**self.metadata, "metrics": row})
             else:
                 self.state.epochs_without_improvement += 1
+            patience = config.early_stopping_patience
+            self.state.stopped_early = patience is not None and self.state.epochs_without_improvement >= patience
             save_checkpoint(self.last_path, self.model, {**self.metadata, "metrics": row}, self._training_state())
             with open(self.metrics_path, "a") as stream:
                 stream.write(json.dumps(row) + "\n")
@@ -214,13 +216,8 @@ class Trainer:
             if self.progress:
                 shown = {k: row[k] for k in ("train_loss", "val_loss", "val_accuracy") if k in row}
                 tqdm.write(f"epoch {row['epoch']}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
-            patience = config.early_stopping_patience
-            if patience is not None and self.state.epochs_without_improvement >= patience:
-                self.state.stopped_early = True
-                save_checkpoint(self.last_path, self.model, {**self.metadata, "metrics": row}, self._training_state())
-                if self.progress:
+                if self.state.stopped_early:
                     tqdm.write(f"early stop: no {config.monitor} improvement for {patience} epochs")
-                break
         return self.state
 
 
