@@ -157,7 +157,8 @@ def data_audit(
     if as_json:
         print(json.dumps(report.as_dict(), indent=1))
         return
-    print_rows([{"split": s, **c} for s, c in report.counts.items()], f"Images in {root}")
+    print_rows([{"split": s, **c, **{f"{k} patients": v for k, v in report.patients[s].items()}}
+                for s, c in report.counts.items()], f"Images in {root}")
     lines = [
         f"unreadable files: {len(report.unreadable)}",
         f"non-image files: {len(report.non_image_files)}",

@@ -36,6 +36,8 @@ THUMBNAIL_SIDE = 32
 class AuditReport:
     root: str
     counts: dict[str, dict[str, int]]
+    patients: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Distinct patients per split folder and class (what a patient-wise split divides)."""
     unreadable: list[dict[str, str]] = field(default_factory=list)
     non_image_files: list[str] = field(default_factory=list)
     exact_duplicates: list[list[str]] = field(default_factory=list)
@@ -127,6 +129,10 @@ def audit_dataset(root: str | Path, progress: bool = True, near_bits: int = NEAR
         counts={split or "(all)": Counter(r.class_name for r in recs) for split, recs in found.items()},
     )
     report.counts = {k: {c: int(v.get(c, 0)) for c in CLASS_NAMES} for k, v in report.counts.items()}
+    report.patients = {
+        split or "(all)": {c: len({r.patient for r in recs if r.class_name == c}) for c in CLASS_NAMES}
+        for split, recs in found.items()
+    }
     for split in found:
         folder = root / split if split else root
         for class_folder in (find_class_folders(folder) or {}).values():
