@@ -39,3 +39,23 @@ def test_export_of_a_trained_run(synth_root, tmp_path):
 
     best = run_experiment(tiny_config(synth_root, tmp_path, "train.epochs=1"), progress=False).best_checkpoint
     assert export_onnx(best, tmp_path / "student.onnx").path.is_file()
+
+
+def test_predict_files_with_checkpoint_and_onnx_agree(tmp_path, synth_root):
+    from cxrdistill.deployment.predict import predict_files
+    from cxrdistill.models import create_model
+
+    config = load_config(None, ["model.name=resnet18"])
+    checkpoint = save_checkpoint(tmp_path / "m.pt", create_model(config.model, image_size=40),
+                                 checkpoint_metadata(config, 40))
+    onnx_path = export_onnx(checkpoint, tmp_path / "m.onnx").path
+    files = sorted((synth_root / "test").rglob("*.jpeg"))[:5]
+    broken = tmp_path / "broken.jpeg"
+    broken.write_bytes(b"\xff\xd8 not really")
+    from_torch = predict_files(checkpoint, [*files, broken], batch_size=2)
+    from_onnx = predict_files(onnx_path, [*files, broken], batch_size=4)
+    assert [r.file for r in from_torch] == [str(f) for f in [*files, broken]]
+    for a, b in zip(from_torch[:-1], from_onnx[:-1], strict=True):
+        assert a.prob_pneumonia == pytest.approx(b.prob_pneumonia, abs=1e-4) and a.predicted == b.predicted
+        assert a.predicted == ("PNEUMONIA" if a.prob_pneumonia >= 0.5 else "NORMAL")
+    assert from_torch[-1].error and from_onnx[-1].prob_pneumonia is None

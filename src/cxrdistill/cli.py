@@ -244,6 +244,27 @@ def profile(
     console.print(format_table(profiles))
 
 
+@app.command()
+@friendly_errors
+def predict(
+    model: Annotated[Path, typer.Argument(help="A checkpoint (.pt) or an exported model (.onnx).")],
+    files: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, TIFF, DICOM).")],
+    threshold: Annotated[float, typer.Option(help="PNEUMONIA when its probability is at least this.")] = 0.5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Classify image files with a student (PyTorch checkpoint or ONNX via ONNX Runtime)."""
+    from dataclasses import asdict
+
+    from cxrdistill.deployment.predict import predict_files
+
+    results = predict_files(model, files, threshold)
+    if as_json:
+        print(json.dumps([asdict(r) for r in results], indent=1))
+        return
+    print_rows([{"file": r.file, "prob_pneumonia": r.prob_pneumonia if r.error is None else "-",
+                 "predicted": r.predicted or f"unreadable: {r.error}"} for r in results], f"Predictions of {model}")
+
+
 def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(",") if part.strip())
