@@ -38,11 +38,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cxrdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
 if TYPE_CHECKING:
     from torchvision.models.inception import InceptionOutputs
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 KERNEL_SIZE = 5
 """Every fixed and learned kernel is embedded, centred, in a 5x5 array so one convolution does all."""
 
