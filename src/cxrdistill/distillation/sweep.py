@@ -62,10 +62,14 @@ def sweep_temperature(
         val = point_metrics(best, root, "val")
         rows.append({"temperature": float(temperature), **{m: test[m] for m in TABLE_METRICS},
                      "val_accuracy": val["accuracy"], "val_loss": val["loss"]})
+        write_sweep(rows, out, root)  # after every temperature, so a stopped sweep keeps what it finished
+    return rows
+
+
+def write_sweep(rows: list[dict], out: Path, root: Path) -> None:
     write_table(rows, out, "sweep", f"Distilled student by temperature (test split of {root})")
     plot_metric_curves(
         {m: [row[m] for row in rows] for m in ("accuracy", "specificity", "sensitivity", "loss")},
         [row["temperature"] for row in rows], out / "sweep.png", xlabel="temperature T",
         title="Distilled student vs temperature (test split)",
     )
-    return rows
