@@ -32,10 +32,13 @@ def parser(description: str) -> argparse.ArgumentParser:
     return options
 
 
-def apply_threads(args: argparse.Namespace) -> None:
-    """Fix the thread count before anything is timed; the JSON records what was used."""
+def parse(options: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """Parse the command line (kept for the JSON) and fix the thread count before anything is timed."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = options.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    return args, argv
 
 
 def check(name: str, ratio: float, target: float, at_least: bool = True) -> dict[str, Any]:

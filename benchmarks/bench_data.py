@@ -13,14 +13,13 @@ Fixtures are ~1500x1200 synthetic grey JPEGs written once to ``--fixtures-dir`` 
 from __future__ import annotations
 
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import REPO, apply_threads, check, median, parser, write_result
+from _common import REPO, check, median, parse, parser, write_result
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
@@ -83,9 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
     options = parser(__doc__.splitlines()[0])
     options.add_argument("--fixtures-dir", type=Path, default=REPO / ".cache" / "bench-fixtures")
     options.add_argument("--images", type=int, default=None, help="fixture count (default 160; 24 with --quick)")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = options.parse_args(argv)
-    apply_threads(args)
+    args, argv = parse(options, argv)
     count = args.images or (24 if args.quick else 160)
     batch_size = 8 if args.quick else 32
     epochs = 2 if args.quick else 4

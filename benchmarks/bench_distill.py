@@ -12,12 +12,11 @@ Targets: cached KD <= 1.10x plain. Online KD / plain is reported (a teacher forw
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import apply_threads, check, median, parser, write_result
+from _common import check, median, parse, parser, write_result
 
 from cxrdistill.config import preset
 from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
@@ -55,9 +54,7 @@ def run_mode(mode: str, round_index: int, common: list[str], teacher: Path) -> d
 
 def main(argv: list[str] | None = None) -> dict:
     options = parser(__doc__.splitlines()[0])
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = options.parse_args(argv)
-    apply_threads(args)
+    args, argv = parse(options, argv)
     if args.quick:
         # A smoke test: ResNet-18 stands in for AlexNet, whose ~0.7 GB of checkpoints per epoch dominate tiny runs.
         spec, student, student_size, teacher_size = SynthSpec(6, 8, image_size=(96, 80)), "resnet18", 64, 80

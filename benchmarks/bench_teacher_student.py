@@ -10,9 +10,7 @@ images/s >= 1) and lighter while training (teacher/student peak training memory 
 
 from __future__ import annotations
 
-import sys
-
-from _common import apply_threads, check, parser, write_result
+from _common import check, parse, parser, write_result
 from rich.console import Console
 
 from cxrdistill.deployment.profile import compare_profiles, format_table, profile_model
@@ -26,9 +24,7 @@ PAPER_TABLE_V = {"alexnet": {"gpu_memory_gb": 1.89, "gpu_utilisation_percent": 4
 def main(argv: list[str] | None = None) -> dict:
     options = parser(__doc__.splitlines()[0])
     options.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = options.parse_args(argv)
-    apply_threads(args)
+    args, argv = parse(options, argv)
     device = resolve_device(args.device)
     if args.quick:
         sizes = {"inception_v3": 80, "alexnet": 64}

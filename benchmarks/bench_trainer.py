@@ -12,14 +12,13 @@ epoch each (which is also where ``torch.compile`` compiles); medians are compare
 from __future__ import annotations
 
 import copy
-import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-from _common import apply_threads, check, median, parser, write_result
+from _common import check, median, parse, parser, write_result
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -69,9 +68,7 @@ def make_trainer(model: nn.Module, config: TrainConfig, run_dir: Path, size: int
 
 def main(argv: list[str] | None = None) -> dict:
     options = parser(__doc__.splitlines()[0])
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = options.parse_args(argv)
-    apply_threads(args)
+    args, argv = parse(options, argv)
     if args.quick:
         size, batch_size, count, rounds, with_compile = 64, 8, 2, 1, False
     else:
