@@ -34,7 +34,7 @@ def run_model_weights(path):
     return load_checkpoint(path)["model_state"]["conv1.weight"]
 
 
-def test_weights_change_and_step_lr_decays(synth_root, tmp_path):
+def test_step_lr_decays_each_step_size(synth_root, tmp_path):
     config = tiny_config(synth_root, tmp_path, "train.step_size=1", "train.gamma=0.5")
     result = run_experiment(config, progress=False)
     rows = read_metrics(result.run_dir)

@@ -76,10 +76,15 @@ class DecodedImageCache:
             return {}
         return payload["rows"]
 
-    def add(self, paths: Sequence[Path], progress: bool = True) -> tuple[list[int], list[UnreadableImageError]]:
-        """Make sure every file is cached; return its row (-1 when unreadable) and the decoding errors."""
-        digests = [self.hasher.digest(p) for p in paths]
-        self.hasher.save()
+    def add(
+        self, paths: Sequence[Path], progress: bool = True, digests: Sequence[str] | None = None
+    ) -> tuple[list[int], list[UnreadableImageError]]:
+        """Make sure every file is cached; return its row (-1 when unreadable) and the decoding errors.
+
+        ``digests`` (from :meth:`digests`) spares hashing the files a second time when the caller has them.
+        """
+        if digests is None:
+            digests = self.digests(paths)
         errors: list[UnreadableImageError] = []
         with locked(self.lock_path):
             rows = self._read_index()

@@ -39,8 +39,8 @@ class XRayDataset(Dataset):
         self.transform = transform
         self.cache = cache
         if cache is not None:
-            rows, errors = cache.add([r.path for r in records], progress=progress)
             keys = cache.digests([r.path for r in records])
+            rows, errors = cache.add([r.path for r in records], progress=progress, digests=keys)
         else:
             hasher = hasher or FileHasher(None)
             keys = [hasher.digest(r.path) for r in records]
