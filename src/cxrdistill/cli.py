@@ -77,7 +77,8 @@ def train(
     from cxrdistill.training.run import run_experiment
 
     result = run_experiment(load_config(config, overrides), resume=resume, progress=not quiet)
-    console.print(f"best checkpoint: {result.best_checkpoint} (epoch {result.state.best_epoch})")
+    console.print(f"best checkpoint: {result.best_checkpoint} (epoch {result.state.best_epoch}); "
+                  f"handed on (train.keep={result.keep}): {result.final_checkpoint}")
 
 
 @app.command()
@@ -94,7 +95,8 @@ def distill(
 
     experiment = load_config(config, [*(overrides or []), f"distill.teacher={teacher}"])
     result = run_experiment(experiment, resume=resume, progress=not quiet)
-    console.print(f"best checkpoint: {result.best_checkpoint} (epoch {result.state.best_epoch})")
+    console.print(f"best checkpoint: {result.best_checkpoint} (epoch {result.state.best_epoch}); "
+                  f"handed on (train.keep={result.keep}): {result.final_checkpoint}")
 
 
 @app.command()

@@ -42,6 +42,16 @@ class DataConfig:
     max_translate: float = 0.06
     scale_range: tuple[float, float] = (0.9, 1.1)
     horizontal_flip: bool = False
+    crop_scale: tuple[float, float] | None = None
+    """Random resized crop (area range, e.g. [0.7, 1.0]) in place of the affine scale; ``None``: affine only."""
+    brightness: float = 0.0
+    contrast: float = 0.0
+    gamma_range: tuple[float, float] = (1.0, 1.0)
+    blur_probability: float = 0.0
+    noise_std: float = 0.0
+    """Intensity augmentation (brightness/contrast jitter, gamma, blur, noise): imitates other scanners."""
+    intensity_normalization: Literal["none", "equalize"] = "none"
+    """Applied to every image at read time (training, evaluation, prediction): part of the model."""
     batch_size: int = 32
     num_workers: int = -1
     """-1 sizes the loader to the machine (cores - 1, at most 8)."""
@@ -66,8 +76,19 @@ class TrainConfig:
     lr: float = 2e-4
     momentum: float = 0.9
     weight_decay: float = 0.0
+    schedule: Literal["step", "cosine"] = "step"
+    """``step``: lr x ``gamma`` every ``step_size`` epochs (the paper); ``cosine``: decay to 0 over ``epochs``."""
     step_size: int = 7
     gamma: float = 0.9
+    label_smoothing: float = 0.0
+    mixup_alpha: float = 0.0
+    """Mixup (Zhang et al. 2018): images and targets blended with a Beta(alpha, alpha) weight; 0 turns it off."""
+    ema_decay: float | None = None
+    """Keep an exponential moving average of the weights (e.g. 0.99 per step) and evaluate and save it."""
+    keep: Literal["best", "last"] = "best"
+    """Which checkpoint a run hands on (to evaluation, distillation, comparisons): lowest-``monitor`` or final."""
+    deterministic: bool = False
+    """Bit-identical weights for one seed across processes on CPU (deterministic kernels; slower)."""
     class_balance: Literal["none", "loss", "sampler"] = "loss"
     aux_loss_weight: float = 0.4
     early_stopping_patience: int | None = 10

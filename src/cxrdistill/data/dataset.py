@@ -103,14 +103,17 @@ class DataBundle:
 def augment_settings(config: DataConfig) -> AugmentSettings | None:
     if not config.augment:
         return None
-    return AugmentSettings(config.max_rotation, config.max_translate, config.scale_range, config.horizontal_flip)
+    return AugmentSettings(
+        config.max_rotation, config.max_translate, config.scale_range, config.horizontal_flip, config.crop_scale,
+        config.brightness, config.contrast, config.gamma_range, config.blur_probability, config.noise_std,
+    )
 
 
 def build_dataset(
     records: list[ImageRecord], config: DataConfig, image_size: int, augment: bool, progress: bool = True
 ) -> XRayDataset:
     cache = DecodedImageCache(Path(config.cache_dir) / "decoded", image_size) if config.use_cache else None
-    transform = XRayTransform(augment_settings(config) if augment else None)
+    transform = XRayTransform(augment_settings(config) if augment else None, config.intensity_normalization)
     hasher = FileHasher(Path(config.cache_dir) / "decoded" / "file-hashes.json")
     return XRayDataset(records, image_size, transform, cache, hasher, progress=progress)
 

@@ -49,9 +49,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path, tolerance: float = 1e-3
             dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET, dynamo=False,
         )
         graph = onnx.load(staged)
-        for key in ("architecture", "input_size", "class_names", "positive_class", "normalization", "intended_use"):
+        for key in ("architecture", "input_size", "class_names", "positive_class", "normalization",
+                    "intensity_normalization", "intended_use"):
             entry = graph.metadata_props.add()
-            entry.key, entry.value = key, json.dumps(metadata[key])
+            entry.key, entry.value = key, json.dumps(metadata.get(key, "none"))
         onnx.save(graph, staged)
         session = onnxruntime.InferenceSession(str(staged), providers=["CPUExecutionProvider"])
         with torch.no_grad():

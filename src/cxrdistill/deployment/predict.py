@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cxrdistill.data.io import UnreadableImageError, load_for_model
-from cxrdistill.data.transforms import to_model_input
+from cxrdistill.data.transforms import normalize_intensity, to_model_input
 from cxrdistill.training.checkpoint import model_from_checkpoint
 
 
@@ -55,17 +55,18 @@ def predict_files(model_path: str | Path, files: Sequence[str | Path], threshold
     model_path = Path(model_path)
     run, metadata = _onnx_runner(model_path) if model_path.suffix == ".onnx" else _torch_runner(model_path)
     size, classes = int(metadata["input_size"]), metadata["class_names"]
+    intensity = metadata.get("intensity_normalization", "none")  # absent in models from before the setting
     results: list[FilePrediction] = []
     for start in range(0, len(files), batch_size):
         chunk = files[start : start + batch_size]
         images, readable = [], []
         for file in chunk:
             try:
-                pixels = torch.from_numpy(load_for_model(file, size)).unsqueeze(0)
+                pixels = torch.tensor(load_for_model(file, size)).unsqueeze(0)  # a copy: decoded arrays are read-only
             except UnreadableImageError as error:
                 results.append(FilePrediction(str(file), None, None, error.reason))
                 continue
-            images.append(to_model_input(pixels))
+            images.append(to_model_input(normalize_intensity(pixels, intensity)))
             readable.append(str(file))
         if not images:
             continue

@@ -5,18 +5,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cxrdistill.config import ExperimentConfig
+from cxrdistill.config import ConfigError, ExperimentConfig
 from cxrdistill.data.dataset import DataBundle
 from cxrdistill.distillation.losses import build_distillation_loss
-from cxrdistill.distillation.teacher import LoadedTeacher, TeacherSource, make_teacher_source
+from cxrdistill.distillation.teacher import CachedTeacher, LoadedTeacher, TeacherSource, make_teacher_source
 from cxrdistill.evaluation.predict import resize_batch
 from cxrdistill.training.checkpoint import load_checkpoint
 from cxrdistill.training.device import Precision
-from cxrdistill.training.objectives import Objective, SupervisedObjective, split_outputs
+from cxrdistill.training.objectives import BatchMix, Objective, SupervisedObjective, split_outputs
 
 
 class DistillationObjective:
-    """Student loss = distillation loss(student logits, teacher logits, hard-label loss)."""
+    """Student loss = distillation loss(student logits, teacher logits, hard-label loss).
+
+    With mixup, an *online* teacher sees exactly the mixed images the student sees (Beyer et al. 2022,
+    "a good teacher is patient and consistent"). A *cached* teacher only knows the clean images, so its
+    targets are mixed instead: the same blend of the two images' softened distributions.
+    """
 
     def __init__(
         self, hard: SupervisedObjective, loss: nn.Module, teacher: TeacherSource, student_size: int
@@ -27,14 +32,28 @@ class DistillationObjective:
         self.student_size = student_size
 
     def __call__(
-        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, keys: list[str]
+        self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, keys: list[str],
+        mix: BatchMix | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         teacher_logits = self.teacher.logits(images, keys)
+        if mix is not None and isinstance(self.teacher, CachedTeacher):
+            teacher_logits = mixed_logits(teacher_logits, mix, self.loss.temperature)
         if images.shape[-1] != self.student_size:
             images = resize_batch(images, self.student_size)
         outputs = model(images)
         logits = split_outputs(outputs)[0]
-        return self.loss(logits, teacher_logits, self.hard.hard_loss(outputs, labels)), logits
+        return self.loss(logits, teacher_logits, self.hard.hard_loss(outputs, labels, mix)), logits
+
+
+def mixed_logits(logits: torch.Tensor, mix: BatchMix, temperature: float) -> torch.Tensor:
+    """Logits whose softmax at ``temperature`` is the mix of the two images' softmaxes at that temperature.
+
+    ``T * log(p)`` of a distribution ``p`` gives back ``p`` under ``softmax(. / T)``, so any KD loss that
+    softens logits by T receives exactly the mixed soft targets.
+    """
+    probs = torch.softmax(logits.float() / temperature, dim=1)
+    mixed = mix.lam * probs + (1.0 - mix.lam) * probs[mix.perm.to(probs.device)]
+    return temperature * torch.log(mixed.clamp_min(torch.finfo(mixed.dtype).tiny))
 
 
 def data_image_size(config: ExperimentConfig, student_size: int) -> int:
@@ -55,6 +74,13 @@ def build_objective(
         return hard
     loss = build_distillation_loss(config.distill)
     teacher = LoadedTeacher(config.distill.teacher, precision)
+    teacher_intensity = teacher.metadata["config"]["data"].get("intensity_normalization", "none")
+    if teacher_intensity != config.data.intensity_normalization:
+        raise ConfigError(
+            f"the teacher {config.distill.teacher} was trained with data.intensity_normalization="
+            f"{teacher_intensity} but the student uses {config.data.intensity_normalization}; the teacher would "
+            f"see images unlike its training data — use the same setting for both"
+        )
     source = make_teacher_source(
         config.distill.teacher_outputs, teacher, bundle.split["train"], config.data, precision, progress
     )

@@ -80,8 +80,9 @@ class CachedTeacher:
         return torch.stack(rows).to(self.device, non_blocking=True)
 
 
-def teacher_cache_path(cache_dir: str | Path, teacher: LoadedTeacher) -> Path:
-    preprocessing = text_digest(teacher.input_size, IMAGENET_MEAN, IMAGENET_STD, "grey->3ch", "bilinear", "no-augment")
+def teacher_cache_path(cache_dir: str | Path, teacher: LoadedTeacher, intensity: str = "none") -> Path:
+    preprocessing = text_digest(teacher.input_size, IMAGENET_MEAN, IMAGENET_STD, "grey->3ch", "bilinear", "no-augment",
+                                *([] if intensity == "none" else [intensity]))
     return Path(cache_dir) / "teacher-logits" / f"{teacher.digest[:16]}-{preprocessing}.pt"
 
 
@@ -103,7 +104,7 @@ def build_cached_teacher(
     progress: bool = True,
 ) -> tuple[CachedTeacher, Path, int]:
     """Load or (re)build the cache for ``records``; returns it, its path and how many images were computed."""
-    path = teacher_cache_path(data_config.cache_dir, teacher)
+    path = teacher_cache_path(data_config.cache_dir, teacher, data_config.intensity_normalization)
     table: dict[str, torch.Tensor] = {}
     if path.is_file():
         try:

@@ -38,6 +38,7 @@ def checkpoint_metadata(config: ExperimentConfig, input_size: int, metrics: dict
         "class_names": list(CLASS_NAMES),
         "positive_class": CLASS_NAMES[1],
         "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "input": "grey replicated to RGB"},
+        "intensity_normalization": config.data.intensity_normalization,
         "config": config.to_dict(),
         "metrics": metrics or {},
         "intended_use": INTENDED_USE,

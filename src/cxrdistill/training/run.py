@@ -6,6 +6,9 @@ without it the model trains on the labels alone, as in torchdistill.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +35,29 @@ class RunResult:
     last_checkpoint: Path
     state: TrainState
     bundle: DataBundle
+    keep: str = "best"
+
+    @property
+    def final_checkpoint(self) -> Path:
+        """The checkpoint this run hands on (``train.keep``): the best by the monitored metric, or the last."""
+        return self.best_checkpoint if self.keep == "best" else self.last_checkpoint
+
+
+@contextlib.contextmanager
+def deterministic_algorithms(enabled: bool) -> Iterator[None]:
+    """Deterministic kernels for the duration of one run (restored after, so notebooks are not left slow)."""
+    if not enabled:
+        yield
+        return
+    previous = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0])
+        torch.backends.cudnn.benchmark = previous[1]
 
 
 def data_root(config: ExperimentConfig, progress: bool = True) -> Path:
@@ -48,11 +74,16 @@ def data_root(config: ExperimentConfig, progress: bool = True) -> Path:
 
 def supervised_objective(config: ExperimentConfig, bundle: DataBundle) -> SupervisedObjective:
     weights = class_weights(bundle.class_counts()) if config.train.class_balance == "loss" else None
-    return SupervisedObjective(weights, config.train.aux_loss_weight)
+    return SupervisedObjective(weights, config.train.aux_loss_weight, config.train.label_smoothing)
 
 
 def run_experiment(config: ExperimentConfig, resume: bool = False, progress: bool = True) -> RunResult:
     """Train (or distil) as configured; checkpoints, metrics and the config land in ``config.run_dir``."""
+    with deterministic_algorithms(config.train.deterministic):
+        return _run_experiment(config, resume, progress)
+
+
+def _run_experiment(config: ExperimentConfig, resume: bool, progress: bool) -> RunResult:
     run_dir = config.run_dir
     if (run_dir / "last.pt").exists() and not resume:
         raise RunDirectoryError(
@@ -85,7 +116,7 @@ def run_experiment(config: ExperimentConfig, resume: bool = False, progress: boo
     if resume:
         trainer.resume()
     state = trainer.fit(bundle.loaders)
-    return RunResult(run_dir, trainer.best_path, trainer.last_path, state, bundle)
+    return RunResult(run_dir, trainer.best_path, trainer.last_path, state, bundle, config.train.keep)
 
 
 def train_or_resume(config: ExperimentConfig, progress: bool = True) -> Path:
@@ -94,4 +125,4 @@ def train_or_resume(config: ExperimentConfig, progress: bool = True) -> Path:
     Sweeps, comparisons and the demo call this so that re-running one continues where it stopped.
     """
     resume = (config.run_dir / "last.pt").exists()
-    return run_experiment(config, resume=resume, progress=progress).best_checkpoint
+    return run_experiment(config, resume=resume, progress=progress).final_checkpoint

@@ -1,12 +1,15 @@
-"""The training loop: SGD with momentum, StepLR, AMP, checkpoints, resume and early stopping.
+"""The training loop: SGD with momentum, step or cosine schedule, AMP, mixup, weight averaging (EMA),
+checkpoints, resume and early stopping.
 
 The loop knows nothing about what it minimises (see ``objectives``) or where batches come from; it
 owns the bookkeeping that must be right for every experiment. The loss is accumulated on the device
 and read once per ``log_every`` steps, so the CPU never waits for the GPU on each step.
 
 Every epoch writes ``last.pt`` (and ``best.pt`` when the monitored validation metric improves)
-atomically, then appends a line to ``metrics.jsonl``. ``resume=True`` restores model, optimiser,
-scheduler, gradient scaler, early-stopping state and random-number generators from ``last.pt``.
+atomically, then appends a line to ``metrics.jsonl``. With ``ema_decay`` set, validation and the saved
+weights are the moving average (what gets deployed); the raw weights travel in the training state.
+``resume=True`` restores model, optimiser, scheduler, gradient scaler, moving average, early-stopping
+state and random-number generators from ``last.pt``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import UndefinedMetricWarning
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -32,7 +36,7 @@ from cxrdistill.evaluation.metrics import binary_metrics
 from cxrdistill.evaluation.predict import predict
 from cxrdistill.training.checkpoint import load_checkpoint, save_checkpoint
 from cxrdistill.training.device import Precision
-from cxrdistill.training.objectives import Objective
+from cxrdistill.training.objectives import BatchMix, Objective
 
 MINIMISED = {"val_loss"}
 
@@ -87,7 +91,8 @@ class Trainer:
         self.optimizer = torch.optim.SGD(
             parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
-        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, config.step_size, config.gamma)
+        self.scheduler = make_scheduler(self.optimizer, config)
+        self.ema = make_ema(self.model, config.ema_decay)
         self.scaler = torch.amp.GradScaler(precision.device.type, enabled=precision.needs_grad_scaler)
         self.state = TrainState()
 
@@ -104,8 +109,19 @@ class Trainer:
     def metrics_path(self) -> Path:
         return self.run_dir / "metrics.jsonl"
 
+    @property
+    def saved_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and saved: the moving average when there is one."""
+        return self.ema.module if self.ema is not None else self.forward_model
+
     def _training_state(self) -> dict[str, Any]:
         return {
+            "raw_model": self.model.state_dict() if self.ema is not None else None,
+            "ema_updates": int(self.ema.n_averaged) if self.ema is not None else None,
             "epoch": self.state.epoch,
             "best_value": self.state.best_value,
             "best_epoch": self.state.best_epoch,
@@ -125,8 +141,13 @@ class Trainer:
             raise ValueError(
                 f"{self.last_path} is a {saved_arch} checkpoint but the config trains {self.metadata['architecture']}"
             )
-        self.model.load_state_dict(payload["model_state"])
         saved = payload["training_state"]
+        if self.ema is not None:
+            if saved.get("raw_model") is None:
+                raise ValueError(f"{self.last_path} was trained without train.ema_decay; resume it without EMA")
+            self.ema.module.load_state_dict(payload["model_state"])
+            self.ema.n_averaged.fill_(saved["ema_updates"])
+        self.model.load_state_dict(saved.get("raw_model") or payload["model_state"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved["scaler"])
@@ -164,12 +185,17 @@ class Trainer:
             labels = batch["label"].to(device, non_blocking=True)
             if self.config.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
+            mix = BatchMix.draw(labels.shape[0], self.config.mixup_alpha) if self.config.mixup_alpha > 0 else None
+            if mix is not None:
+                images = mix.images(images)
             with self.precision.autocast():
-                loss, logits = self.objective(self.forward_model, images, labels, batch["key"])
+                loss, logits = self.objective(self.forward_model, images, labels, batch["key"], mix)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             total_loss += loss.detach() * labels.shape[0]
             correct += (logits.detach().argmax(1) == labels).sum()
             seen += labels.shape[0]
@@ -180,7 +206,7 @@ class Trainer:
         return {"train_loss": float(total_loss) / seen, "train_accuracy": float(correct) / seen}
 
     def validate(self, loader: DataLoader) -> dict[str, float]:
-        predictions = predict(self.forward_model, loader, self.precision, self.input_size, desc="validate")
+        predictions = predict(self.eval_model, loader, self.precision, self.input_size, desc="validate")
         with warnings.catch_warnings():
             # Early epochs often predict one class only; the NaN it gives is recorded, the warning is noise.
             warnings.simplefilter("ignore", UndefinedMetricWarning)
@@ -204,12 +230,13 @@ class Trainer:
             if self.state.improved(value, config.monitor):
                 self.state.best_value, self.state.best_epoch = value, self.state.epoch
                 self.state.epochs_without_improvement = 0
-                save_checkpoint(self.best_path, self.model, {**self.metadata, "metrics": row})
+                save_checkpoint(self.best_path, self.saved_model, {**self.metadata, "metrics": row})
             else:
                 self.state.epochs_without_improvement += 1
             patience = config.early_stopping_patience
             self.state.stopped_early = patience is not None and self.state.epochs_without_improvement >= patience
-            save_checkpoint(self.last_path, self.model, {**self.metadata, "metrics": row}, self._training_state())
+            save_checkpoint(self.last_path, self.saved_model, {**self.metadata, "metrics": row},
+                            self._training_state())
             with open(self.metrics_path, "a") as stream:
                 stream.write(json.dumps(row) + "\n")
             self.state.history.append(row)
@@ -219,6 +246,22 @@ class Trainer:
                 if self.state.stopped_early:
                     tqdm.write(f"early stop: no {config.monitor} improvement for {patience} epochs")
         return self.state
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """Stepped once per epoch: the paper's StepLR, or cosine decay over the whole run."""
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs))
+    return torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, config.gamma)
+
+
+def make_ema(model: nn.Module, decay: float | None) -> AveragedModel | None:
+    """An exponential moving average of the weights and BatchNorm statistics, updated every step."""
+    if decay is None:
+        return None
+    if not 0.0 < decay < 1.0:
+        raise ValueError(f"train.ema_decay must lie strictly between 0 and 1, got {decay}")
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _numpy_rng_state() -> torch.Tensor:
