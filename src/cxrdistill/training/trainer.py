@@ -150,6 +150,9 @@ class Trainer:
         self.model.load_state_dict(saved.get("raw_model") or payload["model_state"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                       self.scheduler.lr_lambdas, strict=True):
+            group["lr"] = base * factor(self.scheduler.last_epoch)
         self.scaler.load_state_dict(saved["scaler"])
         self.state.epoch = saved["epoch"]
         self.state.best_value = saved["best_value"]
@@ -248,11 +251,17 @@ class Trainer:
         return self.state
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
-    """Stepped once per epoch: the paper's StepLR, or cosine decay over the whole run."""
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """Stepped once per epoch: the paper's step decay, or cosine decay to 0 over ``epochs``.
+
+    Both are closed-form in the epoch (a ``LambdaLR``), so a resumed run — even one whose ``epochs`` was
+    raised — recomputes its learning rate from the configuration instead of trusting a stored one.
+    """
     if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs))
-    return torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, config.gamma)
+        epochs = max(1, config.epochs)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: (1 + math.cos(math.pi * epoch / epochs)) / 2)
+    step_size, gamma = config.step_size, config.gamma
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: gamma ** (epoch // step_size))
 
 
 def make_ema(model: nn.Module, decay: float | None) -> AveragedModel | None:

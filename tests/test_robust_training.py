@@ -1,0 +1,171 @@
+"""Shift-robust training options: intensity augmentation and normalisation, mixup, label smoothing, EMA,
+cosine schedule, ``train.keep`` and consistent distillation."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+from torch.nn import functional as F
+
+from cxrdistill.config import ConfigError
+from cxrdistill.data.transforms import AugmentSettings, XRayTransform, normalize_intensity
+from cxrdistill.deployment.predict import predict_files
+from cxrdistill.distillation.objective import DistillationObjective, mixed_logits
+from cxrdistill.distillation.teacher import OnlineTeacher
+from cxrdistill.training.checkpoint import load_checkpoint, model_from_checkpoint
+from cxrdistill.training.objectives import BatchMix, SupervisedObjective
+from cxrdistill.training.run import run_experiment
+
+
+def gradient_image(size: int = 48) -> np.ndarray:
+    """A dim, low-contrast ramp: what an under-exposed film looks like."""
+    return np.tile(np.linspace(40, 90, size, dtype=np.uint8), (size, 1))
+
+
+def test_equalize_spreads_a_low_contrast_image_over_the_full_range():
+    grey = torch.from_numpy(gradient_image()).unsqueeze(0)
+    equalized = normalize_intensity(grey, "equalize")
+    assert grey.max() - grey.min() == 50
+    assert equalized.min() < 10 and equalized.max() == 255
+    assert torch.equal(normalize_intensity(grey, "none"), grey)
+    with pytest.raises(ValueError, match="unknown intensity normalisation"):
+        normalize_intensity(grey, "clahe-ish")
+
+
+def test_intensity_augmentation_changes_pixels_but_keeps_shape_and_range():
+    pixels = gradient_image()
+    plain = XRayTransform(None)(pixels)
+    torch.manual_seed(0)
+    settings = AugmentSettings(max_rotation=0, max_translate=0, scale_range=(1, 1), crop_scale=(0.6, 1.0),
+                               brightness=0.4, contrast=0.4, gamma_range=(0.6, 1.6), blur_probability=1.0,
+                               noise_std=0.05)
+    augmented = [XRayTransform(settings)(pixels) for _ in range(4)]
+    for image in augmented:
+        assert image.shape == plain.shape
+        assert not torch.allclose(image, plain, atol=1e-3)
+    assert not torch.allclose(augmented[0], augmented[1])  # random per call
+
+
+def test_batch_mix_blends_images_and_losses_with_the_same_weight():
+    images = torch.arange(4.0).view(4, 1, 1, 1)
+    mix = BatchMix(torch.tensor([1, 0, 3, 2]), 0.75)
+    assert mix.images(images).flatten().tolist() == [0.25, 0.75, 2.25, 2.75]
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.3], [-1.0, 1.0], [0.0, 3.0]])
+    labels = torch.tensor([0, 1, 1, 0])
+    objective = SupervisedObjective()
+    expected = 0.75 * F.cross_entropy(logits, labels) + 0.25 * F.cross_entropy(logits, labels[[1, 0, 3, 2]])
+    assert torch.allclose(objective.hard_loss(logits, labels, mix), expected)
+
+
+def test_label_smoothing_reaches_the_loss():
+    logits, labels = torch.tensor([[4.0, -4.0]]), torch.tensor([0])
+    sharp = SupervisedObjective().hard_loss(logits, labels)
+    smoothed = SupervisedObjective(label_smoothing=0.2).hard_loss(logits, labels)
+    # 0.9 * CE(class 0) + 0.1 * CE(class 1), by hand:
+    log_p0 = -math.log1p(math.exp(-8.0))
+    assert smoothed.item() == pytest.approx(-(0.9 * log_p0 + 0.1 * (log_p0 - 8.0)), rel=1e-5)
+    assert smoothed > sharp
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_mixed_cached_targets_are_exactly_the_mix_of_soft_targets(temperature):
+    teacher = torch.tensor([[3.0, -1.0], [-2.0, 0.5], [0.1, 0.2]])
+    mix = BatchMix(torch.tensor([2, 0, 1]), 0.3)
+    soft = torch.softmax(teacher / temperature, dim=1)
+    expected = 0.3 * soft + 0.7 * soft[[2, 0, 1]]
+    got = torch.softmax(mixed_logits(teacher, mix, temperature) / temperature, dim=1)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+class RecordingModel(torch.nn.Module):
+    """A stand-in network that remembers what it was shown (the teacher or the student)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+        self.head = torch.nn.Linear(1, 2)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        self.seen.append(images.detach().clone())
+        return self.head(images.mean(dim=(1, 2, 3)).unsqueeze(1))
+
+
+def test_online_teacher_sees_exactly_the_mixed_view_the_student_sees():
+    from types import SimpleNamespace
+
+    from cxrdistill.config import DistillConfig
+    from cxrdistill.distillation.losses import build_distillation_loss
+    from cxrdistill.training.device import resolve_precision
+
+    precision = resolve_precision(torch.device("cpu"), "off")
+    teacher_model, student = RecordingModel(), RecordingModel()
+    teacher = OnlineTeacher(SimpleNamespace(model=teacher_model, input_size=8), precision)
+    objective = DistillationObjective(SupervisedObjective(), build_distillation_loss(DistillConfig()), teacher, 8)
+    images = torch.rand(4, 3, 8, 8)
+    mix = BatchMix(torch.tensor([3, 2, 1, 0]), 0.6)
+    mixed = mix.images(images)
+    objective(student, mixed, torch.tensor([0, 1, 1, 0]), ["a", "b", "c", "d"], mix)
+    assert torch.equal(teacher_model.seen[0], mixed) and torch.equal(student.seen[0], mixed)
+
+
+def test_ema_run_saves_the_average_and_resumes_exactly(synth_root, tmp_path):
+    options = ("train.ema_decay=0.9", "train.mixup_alpha=0.4", "train.schedule=cosine", "train.label_smoothing=0.1",
+               "data.brightness=0.2", "data.noise_std=0.02", "data.crop_scale=[0.7,1.0]")
+    straight = run_experiment(tiny_config(synth_root, tmp_path / "a", *options, "train.epochs=2"), progress=False)
+    payload = load_checkpoint(straight.last_checkpoint)
+    raw, averaged = payload["training_state"]["raw_model"], payload["model_state"]
+    assert not torch.equal(raw["conv1.weight"], averaged["conv1.weight"])
+    assert payload["training_state"]["ema_updates"] > 0
+    # The checkpoint's model is the average, and it is what validation saw.
+    model, _ = model_from_checkpoint(straight.last_checkpoint)
+    assert torch.equal(model.conv1.weight, averaged["conv1.weight"])
+
+    run_experiment(tiny_config(synth_root, tmp_path / "b", *options, "train.epochs=1"), progress=False)
+    resumed = run_experiment(tiny_config(synth_root, tmp_path / "b", *options, "train.epochs=2"), resume=True,
+                             progress=False)
+    resumed_payload = load_checkpoint(resumed.last_checkpoint)
+    for key, value in averaged.items():
+        assert torch.equal(value, resumed_payload["model_state"][key]), key
+    assert [row["lr"] for row in straight.state.history] == [row["lr"] for row in resumed.state.history]
+
+
+def test_cosine_schedule_decays_to_zero_over_the_run(synth_root, tmp_path):
+    result = run_experiment(tiny_config(synth_root, tmp_path, "train.schedule=cosine", "train.epochs=3"),
+                            progress=False)
+    lrs = [row["lr"] for row in result.state.history]
+    assert lrs == pytest.approx([0.01, 0.01 * (1 + math.cos(math.pi / 3)) / 2, 0.01 * (1 + math.cos(2 * math.pi / 3)) / 2])
+
+
+def test_keep_last_hands_on_the_last_checkpoint(synth_root, tmp_path):
+    best = run_experiment(tiny_config(synth_root, tmp_path / "a"), progress=False)
+    last = run_experiment(tiny_config(synth_root, tmp_path / "b", "train.keep=last"), progress=False)
+    assert best.final_checkpoint.name == "best.pt" and last.final_checkpoint.name == "last.pt"
+
+
+def test_equalized_model_is_fed_equalized_images_by_predict(synth_root, tmp_path):
+    result = run_experiment(tiny_config(synth_root, tmp_path, "data.intensity_normalization=equalize",
+                                        "train.epochs=1"), progress=False)
+    assert load_checkpoint(result.last_checkpoint)["metadata"]["intensity_normalization"] == "equalize"
+    files = sorted((synth_root / "test" / "NORMAL").glob("*.jpeg"))[:2]
+    predicted = predict_files(result.last_checkpoint, files)
+
+    from cxrdistill.data.io import load_for_model
+    from cxrdistill.data.transforms import to_model_input
+
+    model, _ = model_from_checkpoint(result.last_checkpoint)
+    model.eval()
+    batch = torch.stack([to_model_input(normalize_intensity(torch.tensor(load_for_model(f, 32)).unsqueeze(0),
+                                                            "equalize")) for f in files])
+    with torch.no_grad():
+        expected = torch.softmax(model(batch), dim=1)[:, 1]
+    assert [p.prob_pneumonia for p in predicted] == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_teacher_and_student_must_normalise_intensity_alike(synth_root, tmp_path):
+    teacher = run_experiment(tiny_config(synth_root, tmp_path, "name=teacher", "train.epochs=1"), progress=False)
+    student = tiny_config(synth_root, tmp_path, "name=student", "data.intensity_normalization=equalize",
+                          f"distill.teacher={teacher.best_checkpoint}")
+    with pytest.raises(ConfigError, match="intensity_normalization"):
+        run_experiment(student, progress=False)
