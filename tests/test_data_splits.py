@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import warnings
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from cxrdistill.data.layout import CLASS_NAMES, ImageRecord, scan_dataset
+from cxrdistill.data.patients import patient_or_file_id
 from cxrdistill.data.splits import (
     DataSplit,
     SplitFileError,
     default_split_path,
     load_split,
     make_split,
+    patients_in_several_splits,
     prepare_split,
     save_split,
     split_patients,
@@ -107,6 +111,34 @@ def test_split_patients_never_splits_a_big_patient() -> None:
         assert 3 <= sum(r.label == 0 for r in result["val"]) <= 5
 
 
+def test_split_patients_assigns_a_patient_with_both_classes_once() -> None:
+    # Outside Kermany a patient can have NORMAL and PNEUMONIA films; each patient must still land in one split.
+    mixed = [
+        ImageRecord(Path(f"/data/m{i}_{k}.jpeg"), label, f"m{i}", "train")
+        for i in range(20)
+        for k, label in enumerate((0, 1, 1) if i % 2 else (0, 0, 1))
+    ]
+    records = mixed + _records({f"p{i}": (i % 2, 1 + i % 3) for i in range(40)})
+    fractions = {"val": 0.2, "test": 0.2}
+    for seed in range(5):
+        result = split_patients(records, fractions, seed)
+        assert sorted(_paths([r for recs in result.values() for r in recs])) == sorted(_paths(records))
+        _assert_patient_disjoint(result)
+        for label in range(len(CLASS_NAMES)):
+            total = sum(r.label == label for r in records)
+            for name, fraction in fractions.items():
+                got = sum(r.label == label for r in result[name])
+                assert abs(got - fraction * total) <= 2 * MAX_IMAGES_PER_PATIENT, (seed, label, name, got, total)
+
+
+def test_patients_in_several_splits_names_each_shared_patient_and_its_splits() -> None:
+    a1, a2, b1, c1, c2 = _records({"a": (0, 2), "b": (1, 1), "c": (1, 2)})
+    splits = {"train": [a1], "val": [c1], "test": [a2, b1, c2]}
+    assert patients_in_several_splits(splits) == {"a": ["test", "train"], "c": ["test", "val"]}
+    records = [a1, a2, b1, c1, c2]
+    assert patients_in_several_splits({"train": records}) == {}
+
+
 # --------------------------------------------------------------------------- make_split
 
 
@@ -164,6 +196,30 @@ def test_make_split_pools_a_val_folder_with_train(synth_copy: Path) -> None:
     assert set(moved) <= set(pooled)
     assert len(pooled) == len(list((synth_copy / "train").rglob("*.jpeg"))) + len(moved)
     _assert_patient_disjoint(split)
+
+
+def test_make_split_warns_when_the_kept_test_folder_shares_patients_with_train(
+    synth_copy: Path, tmp_path: Path
+) -> None:
+    # Kermany restarts its patient numbers in test/ (a later cohort), so a shared id is a warning, not an error;
+    # the split file records the shared ids so that a reader of the results can judge.
+    leaked = sorted((synth_copy / "train" / "PNEUMONIA").glob("*.jpeg"))[0]
+    shutil.copy(leaked, synth_copy / "test" / "PNEUMONIA" / leaked.name)
+    patient = patient_or_file_id(leaked)
+
+    with pytest.warns(UserWarning, match=f"{patient}.*test/") as record:
+        split = prepare_split(synth_copy, tmp_path / "split.json", 0.2, 0.2, seed=0)
+    assert "move test/ out" in str(record[0].message)
+    payload = json.loads((tmp_path / "split.json").read_text())
+    assert payload["patients_in_several_splits"] == patients_in_several_splits(split.splits)
+    assert list(payload["patients_in_several_splits"]) == [patient]
+
+
+def test_make_split_of_patient_disjoint_folders_does_not_warn(synth_root: Path, tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepare_split(synth_root, tmp_path / "split.json", 0.2, 0.2, seed=0)
+    assert json.loads((tmp_path / "split.json").read_text())["patients_in_several_splits"] == {}
 
 
 def test_make_split_refuses_a_bare_class_folder(synth_root: Path) -> None:
@@ -283,17 +339,35 @@ def test_failed_split_write_keeps_the_old_file_and_no_temporary(
     assert [p.name for p in tmp_path.iterdir()] == ["split.json"]
 
 
-def test_default_split_path_depends_on_root_seed_and_fractions(tmp_path: Path) -> None:
-    root = tmp_path / "data"
-    base = default_split_path(tmp_path / "cache", root, 0, {"val": 0.15, "test": 0.15})
+def test_default_split_path_depends_on_root_seed_and_fractions(synth_root: Path, tmp_path: Path) -> None:
+    base = default_split_path(tmp_path / "cache", synth_root, 0, {"val": 0.15, "test": 0.15})
     assert base.parent == tmp_path / "cache" / "splits" and base.suffix == ".json"
-    assert base == default_split_path(tmp_path / "cache", root, 0, {"test": 0.15, "val": 0.15})
+    assert base == default_split_path(tmp_path / "cache", synth_root, 0, {"test": 0.15, "val": 0.15})
+    other_root = Path(shutil.copytree(synth_root, tmp_path / "other" / synth_root.name))
     others = {
-        default_split_path(tmp_path / "cache", root, 1, {"val": 0.15, "test": 0.15}),
-        default_split_path(tmp_path / "cache", root, 0, {"val": 0.2, "test": 0.15}),
-        default_split_path(tmp_path / "cache", tmp_path / "other" / "data", 0, {"val": 0.15, "test": 0.15}),
+        default_split_path(tmp_path / "cache", synth_root, 1, {"val": 0.15, "test": 0.15}),
+        default_split_path(tmp_path / "cache", synth_root, 0, {"val": 0.2, "test": 0.15}),
+        default_split_path(tmp_path / "cache", other_root, 0, {"val": 0.15, "test": 0.15}),
     }
     assert base not in others and len(others) == 3
+
+
+def test_default_split_path_changes_when_images_are_added_or_removed(synth_copy: Path, tmp_path: Path) -> None:
+    # A reused split would silently leave out images added later; keying by the file list makes a new split.
+    fractions = {"val": 0.2, "test": 0.2}
+    before = default_split_path(tmp_path / "cache", synth_copy, 0, fractions)
+    added = synth_copy / "train" / "NORMAL" / "IM-9000-0001.jpeg"
+    shutil.copy(sorted((synth_copy / "train" / "NORMAL").glob("*.jpeg"))[0], added)
+    with_added = default_split_path(tmp_path / "cache", synth_copy, 0, fractions)
+    added.unlink()
+    assert default_split_path(tmp_path / "cache", synth_copy, 0, fractions) == before
+    sorted((synth_copy / "test" / "PNEUMONIA").glob("*.jpeg"))[0].unlink()
+    with_removed = default_split_path(tmp_path / "cache", synth_copy, 0, fractions)
+    assert len({before, with_added, with_removed}) == 3
+
+    # Only images count: a note beside them leaves the key alone.
+    (synth_copy / "train" / "NORMAL" / "notes.txt").write_text("not an image")
+    assert default_split_path(tmp_path / "cache", synth_copy, 0, fractions) == with_removed
 
 
 def test_split_counts(synth_root: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import struct
 import warnings
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import UndefinedMetricWarning
 
+from cxrdistill.distillation.compare import COMPARED_METRICS, Comparison, summarize, write_results
 from cxrdistill.evaluation.metrics import (
     METRIC_NAMES,
     MetricEstimate,
@@ -19,7 +21,6 @@ from cxrdistill.evaluation.metrics import (
     bootstrap_metrics,
     confusion,
     expected_calibration_error,
-    paired_difference,
     reliability_bins,
     summarize_runs,
 )
@@ -189,35 +190,70 @@ def test_bootstrap_single_class_gives_nan_bounds() -> None:
     assert est["accuracy"] == MetricEstimate(1.0, 1.0, 1.0)
 
 
-def test_paired_difference_sign_and_interval() -> None:
-    distilled = np.array([0.90, 0.92, 0.91, 0.93, 0.90])
-    plain = np.array([0.85, 0.86, 0.88, 0.87, 0.86])
-    est = paired_difference(distilled, plain, n_resamples=2000)
-    assert est.value == pytest.approx(np.mean(distilled - plain))
-    assert 0.0 < est.low <= est.value <= est.high <= 0.06  # largest single difference is 0.06
-    mirrored = paired_difference(plain, distilled, n_resamples=2000)
-    assert mirrored.value == pytest.approx(-est.value)
-    assert mirrored.low == pytest.approx(-est.high)
-    assert mirrored.high == pytest.approx(-est.low)
+def _width(estimate: MetricEstimate) -> float:
+    return estimate.high - estimate.low
 
 
-def test_paired_difference_edge_cases() -> None:
-    assert paired_difference(np.array([0.8]), np.array([0.7])) == MetricEstimate(
-        pytest.approx(0.1), pytest.approx(0.1), pytest.approx(0.1)
-    )
-    with pytest.raises(ValueError, match="pair up"):
-        paired_difference(np.array([0.8, 0.9]), np.array([0.7]))
-    with pytest.raises(ValueError, match="non-empty"):
-        paired_difference(np.array([]), np.array([]))
-    with pytest.raises(ValueError, match="NaN"):
-        paired_difference(np.array([0.8, float("nan")]), np.array([0.7, 0.7]))
+def test_patient_bootstrap_is_wider_when_each_patient_has_identical_films() -> None:
+    # 40 patients of 10 identical films: there are 40 independent observations, not 400.
+    labels, probs = _synthetic(40, seed=4)
+    patients = np.repeat(np.arange(40), 10)
+    labels, probs = labels[patients], probs[patients]
+    by_image = bootstrap_metrics(labels, probs, n_resamples=200)
+    by_patient = bootstrap_metrics(labels, probs, n_resamples=200, groups=patients.astype(str))
+    for name in ("accuracy", "sensitivity", "specificity", "roc_auc", "loss"):
+        assert by_patient[name].value == by_image[name].value, name
+        assert by_patient[name].low <= by_patient[name].value <= by_patient[name].high, name
+        # sqrt(10) ~ 3.2 times wider in theory.
+        assert _width(by_patient[name]) > 2 * _width(by_image[name]), name
+
+
+def test_patient_bootstrap_with_one_image_per_patient_is_the_image_bootstrap() -> None:
+    labels, probs = _synthetic(150, seed=5)
+    by_image = bootstrap_metrics(labels, probs, n_resamples=100, seed=2)
+    # Patients numbered in image order draw exactly the resamples the image bootstrap draws.
+    assert bootstrap_metrics(labels, probs, n_resamples=100, seed=2, groups=np.arange(150)) == by_image
+    # Named in another order, they draw other resamples of the same distribution.
+    names = np.array([f"patient-{i}" for i in np.random.default_rng(0).permutation(150)])
+    by_name = bootstrap_metrics(labels, probs, n_resamples=500, seed=3, groups=names)
+    reference = bootstrap_metrics(labels, probs, n_resamples=500, seed=3)
+    for name in METRIC_NAMES:
+        assert _width(by_name[name]) == pytest.approx(_width(reference[name]), rel=0.2), name
+
+
+def test_bootstrap_groups_must_give_one_patient_per_image() -> None:
+    with pytest.raises(ValueError, match="one patient id per image"):
+        bootstrap_metrics(LABELS, PROBS, n_resamples=5, groups=np.arange(9))
+    with pytest.raises(ValueError, match="one patient id per image"):
+        bootstrap_metrics(LABELS, PROBS, n_resamples=5, groups=np.arange(10).reshape(2, 5))
 
 
 def test_summarize_runs() -> None:
     assert summarize_runs([1.0, 2.0, 3.0]) == (pytest.approx(2.0), pytest.approx(1.0))
-    assert summarize_runs([0.5]) == (0.5, 0.0)
+    mean, std = summarize_runs([0.5])
+    assert mean == 0.5 and math.isnan(std)  # one run says nothing about the spread
     with pytest.raises(ValueError, match="non-empty"):
         summarize_runs([])
+
+
+def test_comparison_table_leaves_the_std_of_a_single_run_blank(tmp_path: Path) -> None:
+    def run(arm: str, seed: int, value: float) -> dict:
+        return {"arm": arm, "seed": seed, **dict.fromkeys(COMPARED_METRICS, value)}
+
+    result = Comparison(runs=[run("teacher", 0, 0.95), run("student", 0, 0.9), run("student", 1, 0.8)])
+    result.summary = summarize(result.runs, ["teacher", "student"])
+    assert result.summary[1]["accuracy_std"] == pytest.approx(np.std([0.9, 0.8], ddof=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_results(result, tmp_path, tmp_path, "compare")
+
+    teacher_md = next(line for line in (tmp_path / "compare.md").read_text().splitlines() if "| teacher |" in line)
+    assert "nan" not in teacher_md.lower() and "0.0000" not in teacher_md
+    assert teacher_md.count("|  |") == len(COMPARED_METRICS)  # one blank std cell per metric
+    with open(tmp_path / "compare.csv", newline="") as stream:
+        teacher_csv, student_csv = list(csv.DictReader(stream))
+    assert teacher_csv["accuracy_std"] == "" and teacher_csv["accuracy_mean"] == "0.95"
+    assert float(student_csv["accuracy_std"]) == pytest.approx(np.std([0.9, 0.8], ddof=1))
 
 
 def _png_size(path: Path) -> tuple[int, int]:

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from cxrdistill.data.io import UnreadableImageError, is_image_file, read_grey
 from cxrdistill.data.layout import CLASS_NAMES, find_class_folders, scan_dataset
+from cxrdistill.data.splits import patients_in_several_splits
 from cxrdistill.files import file_digest
 
 NEAR_DUPLICATE_BITS = 4
@@ -170,12 +171,7 @@ def audit_dataset(root: str | Path, progress: bool = True, near_bits: int = NEAR
         np.array([thumbnails[i] for i in keep], dtype=np.float32).reshape(len(keep), THUMBNAIL_SIDE**2),
     )
 
-    splits_of_patient: dict[str, set[str]] = defaultdict(set)
-    for record in records:
-        splits_of_patient[record.patient].add(record.source)
-    report.patients_in_several_splits = {
-        p: sorted(s) for p, s in sorted(splits_of_patient.items()) if len(s) > 1
-    }
+    report.patients_in_several_splits = patients_in_several_splits(found)
     report.unparsed_patient_names = sum(r.patient.startswith("file:") for r in records)
     for label, values in (("width", widths), ("height", heights)):
         if values:

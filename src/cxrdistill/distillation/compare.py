@@ -23,6 +23,7 @@ from scipy import stats
 from cxrdistill.config import ExperimentConfig
 from cxrdistill.distillation.sweep import TABLE_METRICS, write_table
 from cxrdistill.evaluation.evaluate import point_metrics
+from cxrdistill.evaluation.metrics import summarize_runs
 from cxrdistill.evaluation.plots import plot_comparison
 from cxrdistill.files import atomic_write_json
 from cxrdistill.training.run import data_root, train_or_resume
@@ -52,14 +53,13 @@ def paired_t_interval(a: list[float], b: list[float], confidence: float = 0.95) 
 
 
 def summarize(runs: list[dict], arms: list[str]) -> list[dict]:
+    """Mean and std of each metric per arm; the std of an arm with one seed is NaN (a blank in the tables)."""
     rows = []
     for arm in arms:
         of_arm = [r for r in runs if r["arm"] == arm]
         row: dict = {"arm": arm, "seeds": len(of_arm)}
         for metric in COMPARED_METRICS:
-            values = np.array([r[metric] for r in of_arm], dtype=float)
-            row[f"{metric}_mean"] = float(values.mean())
-            row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            row[f"{metric}_mean"], row[f"{metric}_std"] = summarize_runs([r[metric] for r in of_arm])
         rows.append(row)
     return rows
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import math
 from pathlib import Path
 
 from cxrdistill.config import ExperimentConfig
@@ -21,8 +22,15 @@ PAPER_TEMPERATURES: tuple[float, ...] = (1, 10, 20, 30, 40, 50)
 TABLE_METRICS: tuple[str, ...] = ("accuracy", "loss", "specificity", "sensitivity", "roc_auc")
 
 
+def _is_undefined(value: object) -> bool:
+    """NaN marks an undefined figure (e.g. the std of one run); tables show it as a blank cell."""
+    return isinstance(value, float) and math.isnan(value)
+
+
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
     def cell(value: object) -> str:
+        if _is_undefined(value):
+            return ""
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -35,7 +43,7 @@ def write_table(rows: list[dict], out: Path, stem: str, title: str) -> None:
     with open(out / f"{stem}.csv", "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: "" if _is_undefined(v) else v for k, v in row.items()} for row in rows)
     atomic_write_text(out / f"{stem}.md", f"# {title}\n\n" + markdown_table(rows, columns))
 
 

@@ -7,16 +7,15 @@ the same rule ``sklearn.metrics.roc_curve`` uses, so a threshold picked from a R
 operating point exactly.
 
 Besides point metrics (:func:`binary_metrics`) the module gives percentile-bootstrap confidence intervals
-over test images (:func:`bootstrap_metrics`), a bootstrap interval for paired per-seed differences between
-two training recipes (:func:`paired_difference`) and a mean/std summary across runs
-(:func:`summarize_runs`). Undefined metrics (e.g. ROC AUC on a set with one class) are NaN with a warning
-instead of an exception, so that one awkward subset does not abort a whole evaluation.
+over test images or, given each image's patient, over patients (:func:`bootstrap_metrics`), and a mean/std
+summary across runs (:func:`summarize_runs`). Undefined metrics (e.g. ROC AUC on a set with one class) are
+NaN with a warning instead of an exception, so that one awkward subset does not abort a whole evaluation.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,8 +40,6 @@ METRIC_NAMES: tuple[str, ...] = (
     "loss",
     "ece",
 )
-
-CLASS_NAMES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 
 # Number of equal-width confidence bins for the ECE reported by binary_metrics and bootstrap_metrics.
 ECE_BINS = 15
@@ -161,68 +158,53 @@ def bootstrap_metrics(
     n_resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    groups: np.ndarray | Sequence[Hashable] | None = None,
 ) -> dict[str, MetricEstimate]:
-    """Percentile-bootstrap intervals for every metric in :data:`METRIC_NAMES`, resampling images.
+    """Percentile-bootstrap intervals for every metric in :data:`METRIC_NAMES`, resampling images or patients.
 
     Each resample draws ``len(labels)`` images with replacement; the interval is the central
     ``confidence`` mass of the resampled metric values, and ``value`` is the metric on the full set.
+    With ``groups`` (the patient id of each image) it is a cluster bootstrap: each resample draws as many
+    patients as there are, with replacement, and takes all images of each drawn patient. Films of one
+    patient are alike, so they are not independent observations; resampling images then gives intervals
+    that are too narrow, the more so the more films per patient. With one image per patient both agree.
+
     A resample can lack one class (likely only for small or very imbalanced sets); its undefined metrics
     (AUC, sensitivity/specificity, ...) are NaN and are skipped via ``np.nanpercentile``, so the interval
     is conditional on the metric being defined. If no resample defines a metric, its bounds are NaN.
     Results are deterministic for a given ``seed``.
 
-    Resamples are represented as per-image multiplicity weights, so the threshold metrics, loss and ECE
-    are computed for all resamples at once with one matrix product (checked against
-    :func:`binary_metrics` in the tests); AUC goes through scikit-learn per resample with
-    ``sample_weight``, which is equivalent to duplicating the drawn images. 1000 resamples of 5000 images
-    take a few seconds on one CPU core.
+    Resamples are represented as per-image multiplicity weights (a patient drawn twice gives each of its
+    images weight 2), so the threshold metrics, loss and ECE are computed for all resamples at once with
+    one matrix product (checked against :func:`binary_metrics` in the tests); AUC goes through
+    scikit-learn per resample with ``sample_weight``, which is equivalent to duplicating the drawn images.
+    1000 resamples of 5000 images take a few seconds on one CPU core.
     """
     y, p = check_binary_inputs(labels, prob_positive)
     _check_threshold(threshold)
     _check_resampling(n_resamples, confidence)
+    cluster = None if groups is None else _cluster_index(groups, y.size)
     point = binary_metrics(y, p, threshold)
     rng = np.random.default_rng(seed)
-    chunks = [_metrics_from_weights(y, p, w, threshold) for w in _bootstrap_weights(rng, y.size, n_resamples)]
+    chunks = [
+        _metrics_from_weights(y, p, w, threshold) for w in _bootstrap_weights(rng, y.size, n_resamples, cluster)
+    ]
     return {
         name: _percentile_interval(point[name], np.concatenate([c[name] for c in chunks]), confidence)
         for name in METRIC_NAMES
     }
 
 
-def paired_difference(
-    a: np.ndarray,
-    b: np.ndarray,
-    confidence: float = 0.95,
-    n_resamples: int = 10000,
-    seed: int = 0,
-) -> MetricEstimate:
-    """Mean of ``a - b`` over paired runs with a percentile-bootstrap interval of that mean.
-
-    Typical use: ``a[i]`` and ``b[i]`` are the same metric for the distilled and the plain student trained
-    with seed ``i``; pairing removes the seed-to-seed variation the two recipes share. The interval
-    resamples pairs with replacement. With one pair there is nothing to resample and the interval is
-    ``(value, value)``. With few pairs (say under 10) the interval is wide, coarse (few distinct resample
-    means exist) and tends to be too narrow for its nominal level, so read it as descriptive, not as a
-    significance test.
-    """
-    a_arr = _as_finite_1d(a, "a")
-    b_arr = _as_finite_1d(b, "b")
-    if a_arr.size != b_arr.size:
-        raise ValueError(f"a and b must pair up, got lengths {a_arr.size} and {b_arr.size}")
-    _check_resampling(n_resamples, confidence)
-    diff = a_arr - b_arr
-    value = float(diff.mean())
-    if diff.size == 1:
-        return MetricEstimate(value, value, value)
-    rng = np.random.default_rng(seed)
-    means = np.concatenate([w @ diff / diff.size for w in _bootstrap_weights(rng, diff.size, n_resamples)])
-    return _percentile_interval(value, means, confidence)
-
-
 def summarize_runs(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1) of a metric across runs; std is 0.0 for one run."""
-    arr = _as_finite_1d(values, "values")
-    std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    """Mean and sample standard deviation (ddof=1) of a metric across runs.
+
+    The std of a single run is undefined (NaN), not 0: one run says nothing about the spread. A metric
+    undefined (NaN) in any run makes both undefined, so that a summary never raises after hours of training.
+    """
+    arr = np.asarray(values, dtype=float)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"values must be a non-empty 1-D sequence, got shape {arr.shape}")
+    std = float(arr.std(ddof=1)) if arr.size > 1 else float("nan")
     return float(arr.mean()), std
 
 
@@ -248,16 +230,6 @@ def check_binary_inputs(labels: np.ndarray, prob_positive: np.ndarray) -> tuple[
     if (p < 0).any() or (p > 1).any():
         raise ValueError(f"prob_positive must lie in [0, 1], got range [{p.min()}, {p.max()}]")
     return y.astype(np.int64), p
-
-
-def _as_finite_1d(values: np.ndarray | list[float], name: str) -> np.ndarray:
-    """Validate a vector of per-run metric values."""
-    arr = np.asarray(values, dtype=float)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D sequence, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
 
 
 def _check_threshold(threshold: float) -> None:
@@ -296,13 +268,29 @@ def _top_label(y: np.ndarray, p: np.ndarray, n_bins: int) -> tuple[np.ndarray, n
     return bin_index, (pred == y).astype(float), conf
 
 
-def _bootstrap_weights(rng: np.random.Generator, n: int, n_resamples: int) -> Iterator[np.ndarray]:
-    """Yield (chunk, n) matrices of how often each item is drawn per resample, bounding memory use."""
+def _cluster_index(groups: np.ndarray | Sequence[Hashable], n_images: int) -> np.ndarray:
+    """Each image's patient as an index 0..n_patients-1 (patients numbered in sorted order of their ids)."""
+    ids = np.asarray(groups)
+    if ids.shape != (n_images,):
+        raise ValueError(f"groups must hold one patient id per image ({n_images}), got shape {ids.shape}")
+    return np.unique(ids, return_inverse=True)[1].reshape(n_images)
+
+
+def _bootstrap_weights(
+    rng: np.random.Generator, n: int, n_resamples: int, cluster: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
+    """Yield (chunk, n) matrices of how often each of ``n`` images is drawn per resample, bounding memory use.
+
+    Without ``cluster`` images are drawn; with it (the cluster index of each image) clusters are drawn and
+    each image gets the count of its cluster.
+    """
+    n_draws = n if cluster is None else int(cluster.max()) + 1
     chunk = max(1, _MAX_WEIGHTS_PER_CHUNK // n)
     for start in range(0, n_resamples, chunk):
         size = min(chunk, n_resamples - start)
-        draws = rng.integers(0, n, size=(size, n)) + n * np.arange(size)[:, None]
-        yield np.bincount(draws.ravel(), minlength=size * n).reshape(size, n).astype(float)
+        draws = rng.integers(0, n_draws, size=(size, n_draws)) + n_draws * np.arange(size)[:, None]
+        counts = np.bincount(draws.ravel(), minlength=size * n_draws).reshape(size, n_draws).astype(float)
+        yield counts if cluster is None else counts[:, cluster]
 
 
 def _metrics_from_weights(

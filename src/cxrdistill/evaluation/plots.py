@@ -16,8 +16,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from cxrdistill.data.layout import CLASS_NAMES
 from cxrdistill.evaluation.metrics import (
-    CLASS_NAMES,
     ECE_BINS,
     check_binary_inputs,
     expected_calibration_error,
@@ -184,7 +184,8 @@ def plot_comparison(
 ) -> Path:
     """Grouped bars: one group per metric, one bar per arm, error bars of one standard deviation.
 
-    ``summary`` rows hold ``arm`` plus ``{metric}_mean`` and ``{metric}_std`` for each metric.
+    ``summary`` rows hold ``arm`` plus ``{metric}_mean`` and ``{metric}_std`` for each metric; a NaN std
+    (an arm with one seed) draws no error bar.
     """
     fig = _new_figure((7.5, 4.5))
     ax = fig.add_subplot()
@@ -195,7 +196,7 @@ def plot_comparison(
         stds = [row[f"{m}_std"] for m in metrics]
         ax.bar(positions + i * width, means, width, yerr=stds, capsize=3, label=f"{row['arm']} (n={row['seeds']})")
     ax.set_xticks(positions + width * (len(summary) - 1) / 2, metrics)
-    lows = [row[f"{m}_mean"] - row[f"{m}_std"] for row in summary for m in metrics]
+    lows = [row[f"{m}_mean"] - np.nan_to_num(row[f"{m}_std"]) for row in summary for m in metrics]
     ax.set_ylim(max(0.0, min(lows, default=0.0) - 0.05), 1.0)
     ax.set(ylabel="value", title=title)
     ax.legend(loc="lower right", fontsize="small")
