@@ -8,6 +8,7 @@ exactly the model that was trained, whatever its initialisation was.
 from __future__ import annotations
 
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from cxrdistill.config import ConfigError, ModelConfig
 from cxrdistill.models.registry import ModelBuild, model_spec
@@ -59,6 +60,20 @@ def with_frontend(backbone: nn.Module, build: ModelBuild) -> nn.Module:
     if build.frontend != "none":
         raise ValueError(f"unknown model.frontend {build.frontend!r}; use 'none' or 'srm'")
     return backbone
+
+
+def train_mode(model: nn.Module) -> nn.Module:
+    """``model.train()``, except that BatchNorm layers whose parameters are all frozen stay in eval mode.
+
+    A frozen backbone (``transfer: freeze_backbone``) must keep its BatchNorm running statistics too:
+    in training mode they would drift to the new data while the weights around them stay fixed.
+    """
+    model.train()
+    for module in model.modules():
+        parameters = list(module.parameters(recurse=False))
+        if isinstance(module, _BatchNorm) and parameters and not any(p.requires_grad for p in parameters):
+            module.eval()
+    return model
 
 
 def input_size(config: ModelConfig, override: int | None = None) -> int:
