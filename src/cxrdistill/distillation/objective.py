@@ -16,7 +16,8 @@ from cxrdistill.training.objectives import Objective, SupervisedObjective, split
 
 
 class DistillationObjective:
-    """Student loss = distillation loss(student logits, teacher logits, hard-label loss)."""
+    """Student loss = distillation loss(student logits, teacher logits, hard-label loss, per-sample class
+    weights), the weights being those of the hard loss, so class balance weighs both terms alike."""
 
     def __init__(
         self, hard: SupervisedObjective, loss: nn.Module, teacher: TeacherSource, student_size: int
@@ -34,7 +35,8 @@ class DistillationObjective:
             images = resize_batch(images, self.student_size)
         outputs = model(images)
         logits = split_outputs(outputs)[0]
-        return self.loss(logits, teacher_logits, self.hard.hard_loss(outputs, labels)), logits
+        hard_loss = self.hard.hard_loss(outputs, labels)
+        return self.loss(logits, teacher_logits, hard_loss, self.hard.sample_weights(labels)), logits
 
 
 def data_image_size(config: ExperimentConfig, student_size: int) -> int:

@@ -43,6 +43,12 @@ class SupervisedObjective:
         self.criterion.to(device)
         return self
 
+    def sample_weights(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """Each sample's class weight as the cross-entropy applies it (``None`` when unweighted), for
+        other loss terms, such as KD's soft term, to weigh samples the same way."""
+        weights = self.criterion.weight
+        return None if weights is None else weights[labels]
+
     def hard_loss(self, outputs: torch.Tensor | InceptionOutputs, labels: torch.Tensor) -> torch.Tensor:
         logits, aux = split_outputs(outputs)
         loss = self.criterion(logits.float(), labels)
