@@ -208,10 +208,15 @@ def test_online_and_cached_agree_without_augmentation(synth_root, trained_teache
 @pytest.mark.parametrize("mode", ["cached", "online"])
 def test_distilled_training_runs_with_all_trainer_features(synth_root, trained_teacher, tmp_path, mode):
     checkpoint, _ = trained_teacher
-    config = tiny_config(synth_root, tmp_path, f"distill.teacher={checkpoint}", f"distill.teacher_outputs={mode}",
-                         "distill.temperature=4", "train.epochs=1")
-    result = run_experiment(config, progress=False)
+    distill = [f"distill.teacher={checkpoint}", f"distill.teacher_outputs={mode}", "distill.temperature=4"]
+    result = run_experiment(tiny_config(synth_root, tmp_path, *distill, "train.epochs=1"), progress=False)
     assert load_checkpoint(result.best_checkpoint)["metadata"]["config"]["distill"]["teacher_outputs"] == mode
+    # The teacher shaped what was minimised: the same run with alpha = 0 (labels only, same data
+    # pipeline and seed) reports another training loss.
+    labels_only = run_experiment(tiny_config(synth_root, tmp_path, *distill, "distill.alpha=0", "name=alpha0",
+                                             "train.epochs=1"), progress=False)
+    distilled_loss = result.state.history[0]["train_loss"]
+    assert distilled_loss != pytest.approx(labels_only.state.history[0]["train_loss"], rel=1e-3)
     resumed = run_experiment(tiny_config(synth_root, tmp_path, f"distill.teacher={checkpoint}",
                                          f"distill.teacher_outputs={mode}", "train.epochs=2"), resume=True,
                              progress=False)
