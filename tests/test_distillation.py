@@ -1,4 +1,5 @@
-"""Knowledge distillation: the KD loss by hand, T^2 scaling, teacher-logit cache, online vs cached, bad input."""
+"""Knowledge distillation: the KD loss by hand (class weights included), T^2 scaling, teacher-logit cache,
+online vs cached, bad input."""
 
 import math
 
@@ -14,9 +15,11 @@ from cxrdistill.distillation.losses import (
     DistillationSettingError,
     build_distillation_loss,
 )
-from cxrdistill.distillation.teacher import LoadedTeacher, OnlineTeacher, build_cached_teacher
+from cxrdistill.distillation.objective import DistillationObjective
+from cxrdistill.distillation.teacher import CachedTeacher, LoadedTeacher, OnlineTeacher, build_cached_teacher
 from cxrdistill.training.checkpoint import CheckpointError, load_checkpoint
 from cxrdistill.training.device import resolve_precision
+from cxrdistill.training.objectives import SupervisedObjective, class_weights
 from cxrdistill.training.run import run_experiment
 
 CPU = resolve_precision(torch.device("cpu"), "off")
@@ -26,15 +29,27 @@ def kd(temperature=1.0, alpha=1.0, scale=True):
     return build_distillation_loss(DistillConfig(temperature=temperature, alpha=alpha, scale_by_t2=scale))
 
 
+def softmax(logits: list[float], temperature: float) -> list[float]:
+    exps = [math.exp(z / temperature) for z in logits]
+    return [e / sum(exps) for e in exps]
+
+
+def kl_by_hand(p: list[float], q: list[float]) -> float:
+    """KL(p || q) = sum p log(p / q), written out rather than taken from torch."""
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
+
+
+# Three classes, neither logit vector a permutation of the other: KL(teacher || student) and the
+# swapped KL(student || teacher) differ (by about 10 % at T = 2), so a swapped kl_div cannot pass.
+STUDENT = [[2.0, 0.5, -1.0], [-0.5, 1.0, 0.0]]
+TEACHER = [[0.0, 1.5, 0.5], [1.0, -1.0, 2.0]]
+
+
 def test_kd_loss_matches_a_hand_computation():
-    student = torch.tensor([[1.0, 0.0]])
-    teacher = torch.tensor([[0.0, 1.0]])
     t = 2.0
-    # softmax([0, 0.5]) for the teacher, softmax([0.5, 0]) for the student
-    p_t = [1 / (1 + math.exp(0.5)), math.exp(0.5) / (1 + math.exp(0.5))]
-    p_s = [p_t[1], p_t[0]]
-    kl = sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s, strict=True))
-    hard = torch.tensor(0.7)
+    kl = kl_by_hand(softmax(TEACHER[0], t), softmax(STUDENT[0], t))
+    assert kl_by_hand(softmax(STUDENT[0], t), softmax(TEACHER[0], t)) != pytest.approx(kl, rel=0.05)
+    student, teacher, hard = torch.tensor(STUDENT[:1]), torch.tensor(TEACHER[:1]), torch.tensor(0.7)
     assert kd(t, alpha=1.0, scale=False)(student, teacher, hard).item() == pytest.approx(kl, rel=1e-5)
     assert kd(t, alpha=1.0, scale=True)(student, teacher, hard).item() == pytest.approx(kl * t * t, rel=1e-5)
     mixed = kd(t, alpha=0.25, scale=True)(student, teacher, hard).item()
@@ -42,12 +57,50 @@ def test_kd_loss_matches_a_hand_computation():
 
 
 def test_kl_is_per_sample_not_per_element():
-    """batchmean: a batch of identical rows has the loss of one row (not divided by the class count)."""
-    student = torch.tensor([[1.0, 0.0]])
-    teacher = torch.tensor([[0.0, 1.0]])
-    one = kd(alpha=1.0)(student, teacher, torch.tensor(0.0))
-    four = kd(alpha=1.0)(student.repeat(4, 1), teacher.repeat(4, 1), torch.tensor(0.0))
-    assert four.item() == pytest.approx(one.item())
+    """A batch's soft term is the mean of its samples' KL (not also divided by the class count)."""
+    t = 2.0
+    per_sample = [kl_by_hand(softmax(tl, t), softmax(sl, t)) for sl, tl in zip(STUDENT, TEACHER, strict=True)]
+    soft = kd(t, alpha=1.0, scale=False)(torch.tensor(STUDENT), torch.tensor(TEACHER), torch.tensor(0.0))
+    assert soft.item() == pytest.approx(sum(per_sample) / 2, rel=1e-5)
+
+
+def test_soft_term_is_weighted_by_each_samples_class_weight_like_the_hard_term():
+    """sum_i w_i KL_i / sum_i w_i, the normalisation CrossEntropyLoss(weight=...) uses for the hard term."""
+    t = 2.0
+    per_sample = [kl_by_hand(softmax(tl, t), softmax(sl, t)) for sl, tl in zip(STUDENT, TEACHER, strict=True)]
+    sample_weights = [2.0, 2 / 3]  # class_weights([100, 300]) for labels [0, 1]
+    weighted = sum(w * k for w, k in zip(sample_weights, per_sample, strict=True)) / sum(sample_weights)
+    loss = kd(t, alpha=0.25, scale=True)
+    student, teacher, hard = torch.tensor(STUDENT), torch.tensor(TEACHER), torch.tensor(0.7)
+    value = loss(student, teacher, hard, torch.tensor(sample_weights)).item()
+    assert value == pytest.approx(0.25 * weighted * t * t + 0.75 * 0.7, rel=1e-5)
+    # Equal weights, whatever their size, are the unweighted loss.
+    assert loss(student, teacher, hard, torch.full((2,), 3.0)).item() == pytest.approx(
+        loss(student, teacher, hard).item(), rel=1e-6)
+
+
+def test_distillation_objective_weights_both_terms_by_class():
+    """The KD objective hands the hard term's class weights to the soft term, sample by sample."""
+    weights = class_weights([100, 300])
+    labels = torch.tensor([0, 1, 1])
+    keys = ["a", "b", "c"]
+    teacher_logits = torch.tensor([[1.0, -1.0], [0.5, 2.0], [-1.0, 0.0]])
+    config = DistillConfig(temperature=2.0, alpha=0.5)
+    torch.manual_seed(0)
+    student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    images = torch.randn(3, 3, 8, 8)
+    objective = DistillationObjective(SupervisedObjective(weights), build_distillation_loss(config),
+                                      CachedTeacher(dict(zip(keys, teacher_logits, strict=True)), torch.device("cpu")),
+                                      student_size=8)
+    loss, logits = objective(student, images, labels, keys)
+
+    log_p_student = torch.log_softmax(logits / 2.0, dim=1)
+    p_teacher = torch.softmax(teacher_logits / 2.0, dim=1)
+    per_sample_kl = (p_teacher * (p_teacher.log() - log_p_student)).sum(dim=1)
+    sample_weights = weights[labels]
+    soft = (sample_weights * per_sample_kl).sum() / sample_weights.sum()
+    hard = torch.nn.functional.cross_entropy(logits, labels, weight=weights)
+    assert loss.item() == pytest.approx((0.5 * 4.0 * soft + 0.5 * hard).item(), rel=1e-5)
 
 
 def test_alpha_zero_is_plain_cross_entropy():
@@ -155,10 +208,15 @@ def test_online_and_cached_agree_without_augmentation(synth_root, trained_teache
 @pytest.mark.parametrize("mode", ["cached", "online"])
 def test_distilled_training_runs_with_all_trainer_features(synth_root, trained_teacher, tmp_path, mode):
     checkpoint, _ = trained_teacher
-    config = tiny_config(synth_root, tmp_path, f"distill.teacher={checkpoint}", f"distill.teacher_outputs={mode}",
-                         "distill.temperature=4", "train.epochs=1")
-    result = run_experiment(config, progress=False)
+    distill = [f"distill.teacher={checkpoint}", f"distill.teacher_outputs={mode}", "distill.temperature=4"]
+    result = run_experiment(tiny_config(synth_root, tmp_path, *distill, "train.epochs=1"), progress=False)
     assert load_checkpoint(result.best_checkpoint)["metadata"]["config"]["distill"]["teacher_outputs"] == mode
+    # The teacher shaped what was minimised: the same run with alpha = 0 (labels only, same data
+    # pipeline and seed) reports another training loss.
+    labels_only = run_experiment(tiny_config(synth_root, tmp_path, *distill, "distill.alpha=0", "name=alpha0",
+                                             "train.epochs=1"), progress=False)
+    distilled_loss = result.state.history[0]["train_loss"]
+    assert distilled_loss != pytest.approx(labels_only.state.history[0]["train_loss"], rel=1e-3)
     resumed = run_experiment(tiny_config(synth_root, tmp_path, f"distill.teacher={checkpoint}",
                                          f"distill.teacher_outputs={mode}", "train.epochs=2"), resume=True,
                              progress=False)

@@ -2,13 +2,16 @@
 
 import pytest
 import torch
+from conftest import tiny_config
 from torchvision import models as tv
 from torchvision.models import InceptionOutputs
 
 from cxrdistill.config import ConfigError, ModelConfig
-from cxrdistill.models import MODELS, WeightsNotAvailableError, create_model, input_size, model_spec
+from cxrdistill.models import MODELS, WeightsNotAvailableError, create_model, input_size, model_spec, train_mode
 from cxrdistill.models.summary import count_flops, summarize, weight_layers
 from cxrdistill.models.weights import imagenet_weights_path
+from cxrdistill.training.checkpoint import load_checkpoint
+from cxrdistill.training.run import run_experiment
 
 SMALL_SIZE = {"alexnet": 64, "vgg16": 32, "resnet18": 32, "resnet34": 32, "inception_v3": 80}
 
@@ -94,6 +97,23 @@ def test_freeze_backbone_trains_only_the_head():
     model = create_model(ModelConfig(name="resnet18", transfer="freeze_backbone"))
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"fc.weight", "fc.bias"}
+
+
+def test_train_mode_keeps_frozen_batchnorm_layers_in_eval_mode():
+    frozen = train_mode(create_model(ModelConfig(name="resnet18", transfer="freeze_backbone")))
+    norms = [m for m in frozen.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert frozen.training and frozen.fc.training and norms and not any(m.training for m in norms)
+    finetuned = train_mode(create_model(ModelConfig(name="resnet18")))
+    assert all(m.training for m in finetuned.modules())
+
+
+def test_training_a_frozen_backbone_leaves_its_batchnorm_statistics_alone(synth_root, tmp_path):
+    config = tiny_config(synth_root, tmp_path, "model.transfer=freeze_backbone", "train.epochs=1")
+    before = create_model(config.model, image_size=32).state_dict()
+    trained = load_checkpoint(run_experiment(config, progress=False).last_checkpoint)["model_state"]
+    statistics = [key for key in before if key.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert statistics and all(torch.equal(trained[key], before[key]) for key in statistics)
+    assert not torch.equal(trained["fc.weight"], before["fc.weight"])  # the head did train
 
 
 def test_flops_and_depth():

@@ -169,3 +169,12 @@ def test_teacher_and_student_must_normalise_intensity_alike(synth_root, tmp_path
                           f"distill.teacher={teacher.best_checkpoint}")
     with pytest.raises(ConfigError, match="intensity_normalization"):
         run_experiment(student, progress=False)
+
+
+def test_class_weights_of_mixed_samples_are_mixed_like_their_labels():
+    objective = SupervisedObjective(torch.tensor([2.0, 0.5]))
+    labels = torch.tensor([0, 1, 1])
+    mix = BatchMix(torch.tensor([1, 2, 0]), 0.8)
+    assert objective.sample_weights(labels).tolist() == [2.0, 0.5, 0.5]
+    assert objective.sample_weights(labels, mix).tolist() == pytest.approx([0.8 * 2 + 0.2 * 0.5, 0.5, 0.8 * 0.5 + 0.2 * 2])
+    assert SupervisedObjective().sample_weights(labels, mix) is None

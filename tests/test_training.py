@@ -6,7 +6,9 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from cxrdistill.training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from cxrdistill.evaluation.predict import predict
+from cxrdistill.training.checkpoint import CheckpointError, experiment_config, load_checkpoint, model_from_checkpoint
+from cxrdistill.training.device import resolve_device, resolve_precision
 from cxrdistill.training.objectives import SupervisedObjective, class_weights
 from cxrdistill.training.run import RunDirectoryError, run_experiment
 
@@ -26,8 +28,17 @@ def test_training_writes_metrics_and_self_describing_checkpoints(synth_root, tmp
     metadata = load_checkpoint(result.best_checkpoint)["metadata"]
     assert metadata["architecture"] == "resnet18" and metadata["input_size"] == 32
     assert metadata["class_names"] == ["NORMAL", "PNEUMONIA"] and metadata["normalization"]["mean"][0] == 0.485
-    model, _ = model_from_checkpoint(result.last_checkpoint)
-    assert torch.equal(model.conv1.weight, run_model_weights(result.last_checkpoint))
+    assert reloaded_val_loss(result) == pytest.approx(metadata["metrics"]["val_loss"], rel=1e-5)
+
+
+def reloaded_val_loss(result):
+    """Validation loss of the best model reloaded from its checkpoint, on the run's own device and
+    precision: equal to the loss the live model scored when it was saved, if the reload is faithful."""
+    model, metadata = model_from_checkpoint(result.best_checkpoint)
+    config = experiment_config(load_checkpoint(result.best_checkpoint))
+    precision = resolve_precision(resolve_device(config.train.device), config.train.amp)
+    predictions = predict(model.to(precision.device), result.bundle.loaders["val"], precision, metadata["input_size"])
+    return predictions.mean_cross_entropy()
 
 
 def run_model_weights(path):
@@ -108,10 +119,10 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(path)
 
 
-def test_srm_frontend_trains_distils_and_reloads(synth_root, tmp_path):
+def test_srm_frontend_trains_and_reloads(synth_root, tmp_path):
     config = tiny_config(synth_root, tmp_path, "model.frontend=srm", "train.epochs=1")
     result = run_experiment(config, progress=False)
-    model, metadata = model_from_checkpoint(result.best_checkpoint)
-    assert metadata["frontend"] == "srm"
-    learned = load_checkpoint(result.best_checkpoint)["model_state"]
-    assert any(key.startswith("frontend.") for key in learned)
+    payload = load_checkpoint(result.best_checkpoint)
+    assert payload["metadata"]["frontend"] == "srm"
+    assert any(key.startswith("frontend.") for key in payload["model_state"])
+    assert reloaded_val_loss(result) == pytest.approx(payload["metadata"]["metrics"]["val_loss"], rel=1e-5)

@@ -7,10 +7,17 @@ distributions softened at temperature T, mixed with the hard-label loss by ``alp
 
 The soft term's gradient shrinks as 1/T^2, so it is scaled by T^2 by default to keep the two terms
 balanced across temperatures (Hinton's recommendation; the source paper does not say — a setting).
-KL uses ``reduction="batchmean"``: the true per-sample KL. The element-wise ``"mean"`` silently
-divides by the number of classes as well.
+KL is taken per sample and averaged over samples (``batchmean``); the element-wise ``"mean"``
+silently divides by the number of classes as well.
 
-A new loss registers a factory taking the :class:`DistillConfig`; the trainer never changes.
+Class balance means the same in both terms: with ``train.class_balance: loss`` the hard term is
+``CrossEntropyLoss(weight=w)``, and the soft term weighs each sample's KL by the class weight of its
+true label, normalised the same way: ``sum_i w[y_i] KL_i / sum_i w[y_i]``. Without class weights
+it is the plain mean.
+
+A new loss registers a factory taking the :class:`DistillConfig` and returns a module called as
+``loss(student_logits, teacher_logits, hard_loss, sample_weights)`` (``sample_weights``: one weight
+per sample, or ``None``); the trainer never changes.
 """
 
 from __future__ import annotations
@@ -45,19 +52,30 @@ class KnowledgeDistillationLoss(nn.Module):
         self.alpha = config.alpha
         self.soft_scale = config.temperature**2 if config.scale_by_t2 else 1.0
 
-    def soft_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    def soft_loss(
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, sample_weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """KL(teacher || student) at temperature T per sample, averaged with ``sample_weights`` if given."""
         t = self.temperature
-        return F.kl_div(
+        per_sample = F.kl_div(
             F.log_softmax(student_logits.float() / t, dim=1),
             F.log_softmax(teacher_logits.float() / t, dim=1),
-            reduction="batchmean",
+            reduction="none",
             log_target=True,
-        )
+        ).sum(dim=1)
+        if sample_weights is None:
+            return per_sample.mean()
+        return (sample_weights * per_sample).sum() / sample_weights.sum()
 
     def forward(
-        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, hard_loss: torch.Tensor
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, hard_loss: torch.Tensor,
+        sample_weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        soft = self.soft_loss(student_logits, teacher_logits) if self.alpha > 0 else hard_loss.new_zeros(())
+        """``sample_weights``: the class weight of each sample's label, as the hard loss used (``None``: unweighted)."""
+        if self.alpha > 0:
+            soft = self.soft_loss(student_logits, teacher_logits, sample_weights)
+        else:
+            soft = hard_loss.new_zeros(())
         return self.alpha * self.soft_scale * soft + (1.0 - self.alpha) * hard_loss
 
 

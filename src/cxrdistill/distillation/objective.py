@@ -16,7 +16,8 @@ from cxrdistill.training.objectives import BatchMix, Objective, SupervisedObject
 
 
 class DistillationObjective:
-    """Student loss = distillation loss(student logits, teacher logits, hard-label loss).
+    """Student loss = distillation loss(student logits, teacher logits, hard-label loss, per-sample class
+    weights), the weights being those of the hard loss, so class balance weighs both terms alike.
 
     With mixup, an *online* teacher sees exactly the mixed images the student sees (Beyer et al. 2022,
     "a good teacher is patient and consistent"). A *cached* teacher only knows the clean images, so its
@@ -42,7 +43,8 @@ class DistillationObjective:
             images = resize_batch(images, self.student_size)
         outputs = model(images)
         logits = split_outputs(outputs)[0]
-        return self.loss(logits, teacher_logits, self.hard.hard_loss(outputs, labels, mix)), logits
+        hard_loss = self.hard.hard_loss(outputs, labels, mix)
+        return self.loss(logits, teacher_logits, hard_loss, self.hard.sample_weights(labels, mix)), logits
 
 
 def mixed_logits(logits: torch.Tensor, mix: BatchMix, temperature: float) -> torch.Tensor:

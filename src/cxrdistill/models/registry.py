@@ -3,12 +3,17 @@
 A spec says how to build the network with a two-class head, which parameters form that head (so
 transfer learning can re-initialise or train it alone), its input size, and where torchvision keeps
 its ImageNet weights. ``create_model`` is the single entry point, as in timm.
+
+A :class:`ModelBuild` is one concrete build of an architecture: every choice that shapes the network's
+computation but is not in its weights. Checkpoints store it, so a reloaded model computes exactly
+what the trained one did.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import nn
 
@@ -26,10 +31,27 @@ class PaperFigures:
 
 
 @dataclass(frozen=True)
+class ModelBuild:
+    """How one network was built, beyond its weights: enough to rebuild it for its checkpoint's weights."""
+
+    architecture: str
+    num_classes: int
+    input_size: int
+    dropout: float
+    imagenet_input: bool
+    """The architecture's own ImageNet input transform is on (InceptionV3's ``transform_input``): an
+    attribute, not a weight, so a checkpoint must record it."""
+    aux_head: bool
+    """An auxiliary classifier is built (InceptionV3's ``AuxLogits``)."""
+    frontend: str = "none"
+    frontend_options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
-    build: Callable[[int, float, bool, int], nn.Module]
-    """``build(num_classes, dropout, imagenet_input, input_size)`` -> model with a fresh ``num_classes`` head."""
+    build: Callable[[ModelBuild], nn.Module]
+    """``build(model_build)`` -> the backbone network with a fresh ``num_classes`` head (no front-end)."""
     input_size: int
     head: tuple[str, ...]
     """Parameter-name prefixes of the classification head(s)."""
@@ -37,6 +59,10 @@ class ModelSpec:
     """Name of the torchvision weights enum, e.g. ``AlexNet_Weights``."""
     paper: PaperFigures
     min_input_size: int = 63
+    imagenet_input_transform: bool = False
+    """torchvision's ImageNet weights for it expect their own input scaling, switched on with pretrained inits."""
+    aux_head_min_size: int | None = None
+    """Smallest input size at which the auxiliary head is built; ``None``: the architecture has none."""
     extra: dict[str, str] = field(default_factory=dict)
 
 

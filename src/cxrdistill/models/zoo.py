@@ -5,38 +5,38 @@ from __future__ import annotations
 from torch import nn
 from torchvision import models as tv
 
-from cxrdistill.models.registry import ModelSpec, PaperFigures, register_model
+from cxrdistill.models.registry import ModelBuild, ModelSpec, PaperFigures, register_model
 
 INCEPTION_AUX_MIN_SIZE = 299
+"""The auxiliary head pools a 17x17 map with a 5x5 window after a stride-3 pool: it only fits inputs
+of 299 px and more, so reduced-size presets train without it."""
 
 
-def _alexnet(num_classes: int, dropout: float, imagenet_input: bool, input_size: int) -> nn.Module:
-    return tv.alexnet(weights=None, num_classes=num_classes, dropout=dropout)
+def _alexnet(build: ModelBuild) -> nn.Module:
+    return tv.alexnet(weights=None, num_classes=build.num_classes, dropout=build.dropout)
 
 
-def _vgg16(num_classes: int, dropout: float, imagenet_input: bool, input_size: int) -> nn.Module:
-    return tv.vgg16(weights=None, num_classes=num_classes, dropout=dropout)
+def _vgg16(build: ModelBuild) -> nn.Module:
+    return tv.vgg16(weights=None, num_classes=build.num_classes, dropout=build.dropout)
 
 
-def _resnet18(num_classes: int, dropout: float, imagenet_input: bool, input_size: int) -> nn.Module:
-    return tv.resnet18(weights=None, num_classes=num_classes)
+def _resnet18(build: ModelBuild) -> nn.Module:
+    return tv.resnet18(weights=None, num_classes=build.num_classes)
 
 
-def _resnet34(num_classes: int, dropout: float, imagenet_input: bool, input_size: int) -> nn.Module:
-    return tv.resnet34(weights=None, num_classes=num_classes)
+def _resnet34(build: ModelBuild) -> nn.Module:
+    return tv.resnet34(weights=None, num_classes=build.num_classes)
 
 
-def _inception_v3(num_classes: int, dropout: float, imagenet_input: bool, input_size: int) -> nn.Module:
+def _inception_v3(build: ModelBuild) -> nn.Module:
     # torchvision's ImageNet InceptionV3 was trained on inputs scaled to [-1, 1]; transform_input
     # converts our ImageNet-normalised tensors to that, exactly as torchvision does with its weights.
-    # The auxiliary head pools a 17x17 map with a 5x5 window after a stride-3 pool: it only fits
-    # inputs of 299 px and more, so reduced-size presets train without it.
     return tv.inception_v3(
         weights=None,
-        num_classes=num_classes,
-        aux_logits=input_size >= INCEPTION_AUX_MIN_SIZE,
-        dropout=dropout,
-        transform_input=imagenet_input,
+        num_classes=build.num_classes,
+        aux_logits=build.aux_head,
+        dropout=build.dropout,
+        transform_input=build.imagenet_input,
         # torchvision's own init (truncated normal, std 0.1) blows activations up when training from
         # scratch at small sizes; PyTorch's default (Kaiming-uniform) trains stably. ImageNet weights
         # overwrite it anyway.
@@ -53,4 +53,5 @@ register_model(ModelSpec("resnet18", _resnet18, 224, ("fc",), "ResNet18_Weights"
 register_model(ModelSpec("resnet34", _resnet34, 224, ("fc",), "ResNet34_Weights",
                          PaperFigures(22.43, 35, 25.21, 3750), min_input_size=32))
 register_model(ModelSpec("inception_v3", _inception_v3, 299, ("fc", "AuxLogits"), "Inception_V3_Weights",
-                         PaperFigures(19.55, 166, 24.79, 5208), min_input_size=75))
+                         PaperFigures(19.55, 166, 24.79, 5208), min_input_size=75,
+                         imagenet_input_transform=True, aux_head_min_size=INCEPTION_AUX_MIN_SIZE))

@@ -2,12 +2,16 @@
 
 Besides weights and optimiser state, a checkpoint holds metadata in the spirit of a MONAI bundle:
 architecture, input size, normalisation, class order, the full experiment config, versions and the
-validation metrics — so ``cxrdistill evaluate best.pt`` needs no config file. Files are loaded with
-``weights_only=True``: a checkpoint from elsewhere is untrusted input and may not run code.
+validation metrics — so ``cxrdistill evaluate best.pt`` needs no config file. The ``model_build``
+record (:class:`cxrdistill.models.ModelBuild`) holds every setting that shapes the network but is not
+a weight (InceptionV3's ImageNet input transform, for one); models are rebuilt from it, never from
+the config's ``init``. Files are loaded with ``weights_only=True``: a checkpoint from elsewhere is
+untrusted input and may not run code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import io
 from pathlib import Path
@@ -17,10 +21,11 @@ import torch
 from torch import nn
 
 from cxrdistill import __version__
-from cxrdistill.config import ExperimentConfig, ModelConfig, config_from_dict
+from cxrdistill.config import ExperimentConfig, config_from_dict
 from cxrdistill.data.layout import CLASS_NAMES
 from cxrdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cxrdistill.files import atomic_write
+from cxrdistill.models import ModelBuild, model_build, rebuild_model
 
 CHECKPOINT_FORMAT = "cxrdistill-checkpoint/1"
 INTENDED_USE = "Research on pneumonia detection in paediatric chest X-rays. Not a medical device."
@@ -35,6 +40,7 @@ def checkpoint_metadata(config: ExperimentConfig, input_size: int, metrics: dict
         "architecture": config.model.name,
         "frontend": config.model.frontend,
         "input_size": input_size,
+        "model_build": dataclasses.asdict(model_build(config.model, len(CLASS_NAMES), input_size)),
         "class_names": list(CLASS_NAMES),
         "positive_class": CLASS_NAMES[1],
         "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "input": "grey replicated to RGB"},
@@ -75,14 +81,21 @@ def experiment_config(payload: dict[str, Any]) -> ExperimentConfig:
     return config_from_dict(payload["metadata"]["config"])
 
 
+def saved_model_build(payload: dict[str, Any]) -> ModelBuild:
+    """A checkpoint's ``model_build`` record; checkpoints written before it existed are rebuilt, as
+    they always were, from their config as scratch models."""
+    metadata = payload["metadata"]
+    if "model_build" in metadata:
+        return ModelBuild(**metadata["model_build"])
+    model_config = dataclasses.replace(experiment_config(payload).model, init="scratch")
+    return model_build(model_config, len(metadata["class_names"]), int(metadata["input_size"]))
+
+
 def model_from_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the network a checkpoint was trained as and load its weights (no pretrained download)."""
-    from cxrdistill.models import create_model
-
     payload = load_checkpoint(path)
     metadata = payload["metadata"]
-    model_config = ModelConfig(**{**experiment_config(payload).model.__dict__, "init": "scratch"})
-    model = create_model(model_config, len(metadata["class_names"]), int(metadata["input_size"]))
+    model = rebuild_model(saved_model_build(payload))
     try:
         model.load_state_dict(payload["model_state"])
     except RuntimeError as error:

@@ -68,6 +68,16 @@ class SupervisedObjective:
         self.criterion.to(device)
         return self
 
+    def sample_weights(self, labels: torch.Tensor, mix: BatchMix | None = None) -> torch.Tensor | None:
+        """Each sample's class weight as the cross-entropy applies it (``None`` when unweighted), for
+        other loss terms, such as KD's soft term, to weigh samples the same way; mixed like the labels."""
+        weights = self.criterion.weight
+        if weights is None:
+            return None
+        if mix is None:
+            return weights[labels]
+        return mix.lam * weights[labels] + (1.0 - mix.lam) * weights[labels[mix.perm.to(labels.device)]]
+
     def hard_loss(
         self, outputs: torch.Tensor | InceptionOutputs, labels: torch.Tensor, mix: BatchMix | None = None
     ) -> torch.Tensor:

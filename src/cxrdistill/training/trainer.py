@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from cxrdistill.config import TrainConfig
 from cxrdistill.evaluation.metrics import binary_metrics
 from cxrdistill.evaluation.predict import predict
+from cxrdistill.models import train_mode
 from cxrdistill.training.checkpoint import load_checkpoint, save_checkpoint
 from cxrdistill.training.device import Precision
 from cxrdistill.training.objectives import BatchMix, Objective
@@ -175,7 +176,7 @@ class Trainer:
             generator.manual_seed(self.config.seed * 100_003 + self.state.epoch)
 
     def train_epoch(self, loader: DataLoader) -> dict[str, float]:
-        self.model.train()
+        train_mode(self.model)
         self._reseed_shuffle(loader)
         device = self.precision.device
         total_loss = torch.zeros((), device=device)
