@@ -176,5 +176,6 @@ def test_class_weights_of_mixed_samples_are_mixed_like_their_labels():
     labels = torch.tensor([0, 1, 1])
     mix = BatchMix(torch.tensor([1, 2, 0]), 0.8)
     assert objective.sample_weights(labels).tolist() == [2.0, 0.5, 0.5]
-    assert objective.sample_weights(labels, mix).tolist() == pytest.approx([0.8 * 2 + 0.2 * 0.5, 0.5, 0.8 * 0.5 + 0.2 * 2])
+    expected = [0.8 * 2 + 0.2 * 0.5, 0.5, 0.8 * 0.5 + 0.2 * 2]
+    assert objective.sample_weights(labels, mix).tolist() == pytest.approx(expected)
     assert SupervisedObjective().sample_weights(labels, mix) is None
