@@ -14,6 +14,8 @@ import torch
 from cxrdistill.config import ExperimentConfig, save_config
 from cxrdistill.data.dataset import DataBundle, build_loaders
 from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
+from cxrdistill.evaluation.evaluate import evaluate_run
+from cxrdistill.evaluation.operating_point import store_operating_point
 from cxrdistill.models import create_model, input_size
 from cxrdistill.training.checkpoint import checkpoint_metadata
 from cxrdistill.training.device import resolve_device, resolve_precision
@@ -85,7 +87,26 @@ def run_experiment(config: ExperimentConfig, resume: bool = False, progress: boo
     if resume:
         trainer.resume()
     state = trainer.fit(bundle.loaders)
+    evaluate_after_training(config, bundle.split.root, [trainer.best_path, trainer.last_path], trainer.best_path,
+                            progress)
     return RunResult(run_dir, trainer.best_path, trainer.last_path, state, bundle)
+
+
+def evaluate_after_training(
+    config: ExperimentConfig, root: Path, checkpoints: list[Path], handed_on: Path, progress: bool = True
+) -> None:
+    """Store an operating point chosen on val in each checkpoint; evaluate the one handed on.
+
+    The handed-on checkpoint is scored on the internal test split and on every ``data.external`` set
+    (``evaluation.json`` and ``evaluation.{csv,md}`` in the run folder).
+    """
+    for checkpoint in checkpoints:
+        point = store_operating_point(checkpoint, root, config.evaluation, config.train.device)
+        if progress:
+            print(f"{checkpoint.name}: operating threshold {point['threshold']:.4f} ({point['policy']} on val)")
+    evaluate_run(handed_on, root, config.data.external, config.evaluation.n_bootstrap, config.train.device)
+    if progress:
+        print(f"evaluation of {handed_on.name} on test and external sets: {handed_on.parent / 'evaluation.md'}")
 
 
 def train_or_resume(config: ExperimentConfig, progress: bool = True) -> Path:
