@@ -25,8 +25,10 @@ from scipy.special import log_softmax
 from sklearn.metrics import roc_curve
 from torch import nn
 
+from cxrdistill.config import EvaluationConfig
 from cxrdistill.evaluation.metrics import binary_metrics, check_binary_inputs
-from cxrdistill.training.checkpoint import model_from_checkpoint
+from cxrdistill.evaluation.predict import Predictions
+from cxrdistill.training.checkpoint import model_from_checkpoint, update_checkpoint_metadata
 
 THRESHOLD_POLICIES: tuple[str, ...] = ("youden", "min_sensitivity", "fixed")
 DEFAULT_THRESHOLD = 0.5
@@ -77,6 +79,22 @@ def operating_point_record(
     if policy == "min_sensitivity":
         record["min_sensitivity"] = min_sensitivity
     record["metrics_at_threshold"] = binary_metrics(labels, prob_positive, threshold)
+    return record
+
+
+def store_operating_point(
+    checkpoint: str | Path, predictions: Predictions, settings: EvaluationConfig, chosen_on: str, data: str,
+    extra_metadata: dict[str, Any] | None = None, out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Choose the threshold on ``predictions`` with ``settings``; write it into the checkpoint's metadata.
+
+    ``chosen_on`` names the role of the data (``"val"``) and ``data`` describes it. The checkpoint is
+    rewritten atomically (to ``out`` when given) with ``extra_metadata`` merged in as well.
+    """
+    record = operating_point_record(predictions.labels, predictions.prob_positive, settings.threshold_policy,
+                                    chosen_on, settings.min_sensitivity, settings.fixed_threshold)
+    record["data"] = data
+    update_checkpoint_metadata(checkpoint, {"operating_point": record, **(extra_metadata or {})}, out)
     return record
 
 

@@ -26,12 +26,13 @@ import numpy as np
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cxrdistill.config import DataConfig
+from cxrdistill.config import DataConfig, EvaluationConfig, config_from_dict
 from cxrdistill.data.dataset import build_dataset, default_num_workers, resolve_split
 from cxrdistill.data.layout import CLASS_NAMES, ImageRecord, scan_dataset
 from cxrdistill.evaluation.calibration import (
     DEFAULT_THRESHOLD,
     load_served_model,
+    store_operating_point,
     stored_temperature,
     stored_threshold,
 )
@@ -46,7 +47,7 @@ from cxrdistill.evaluation.plots import plot_confusion, plot_reliability, plot_r
 from cxrdistill.evaluation.predict import Predictions, predict
 from cxrdistill.evaluation.tables import write_table
 from cxrdistill.files import atomic_write_json, atomic_write_text
-from cxrdistill.training.checkpoint import check_class_names, experiment_config, load_checkpoint
+from cxrdistill.training.checkpoint import check_class_names
 from cxrdistill.training.device import resolve_device, resolve_precision
 
 RUN_EVALUATION_FILE = "evaluation.json"
@@ -211,11 +212,11 @@ def predict_records(
     return dataset.records, predictions
 
 
-def checkpoint_data_config(checkpoint: Path) -> DataConfig:
-    """The data settings a checkpoint was trained with, after checking its class order is ours."""
-    payload = load_checkpoint(checkpoint)
-    check_class_names(payload["metadata"], str(checkpoint))
-    return experiment_config(payload).data
+def load_for_evaluation(checkpoint: str | Path) -> tuple[nn.Module, dict, DataConfig]:
+    """The served model (stored temperature applied), its metadata and the data settings it was trained with."""
+    model, metadata = load_served_model(checkpoint)
+    check_class_names(metadata, str(checkpoint))
+    return model, metadata, config_from_dict(metadata["config"]).data
 
 
 def predict_checkpoint(
@@ -223,10 +224,8 @@ def predict_checkpoint(
     batch_size: int | None = None, progress: bool = True,
 ) -> tuple[list[ImageRecord], Predictions, dict, str]:
     """Records, predictions, checkpoint metadata and a description of the data evaluated."""
-    checkpoint, data = Path(checkpoint), Path(data)
-    data_config = checkpoint_data_config(checkpoint)
-    model, metadata = load_served_model(checkpoint)
-    records, description = records_for(data, split, data_config)
+    model, metadata, data_config = load_for_evaluation(checkpoint)
+    records, description = records_for(Path(data), split, data_config)
     records, predictions = predict_records(model, metadata, data_config, records, device, batch_size, progress)
     return records, predictions, metadata, description
 
@@ -289,23 +288,26 @@ def external_set_names(external: Sequence[str | Path]) -> dict[str, Path]:
 
 def evaluate_run(
     checkpoint: str | Path, root: str | Path, external: Sequence[str | Path] = (), n_bootstrap: int = 1000,
-    device: str = "auto", progress: bool = False,
+    device: str = "auto", progress: bool = False, threshold_settings: EvaluationConfig | None = None,
 ) -> dict[str, SetEvaluation]:
     """Evaluate a run's checkpoint on its val and test splits and on each external set.
 
-    Writes ``evaluation.json`` and ``evaluation.{csv,md}`` beside the checkpoint. The val split is where
-    the operating point was chosen, so its metrics at that threshold are optimistic; it is listed for
-    selection (e.g. of a temperature), the test split and the external sets are what to report.
+    With ``threshold_settings`` the operating threshold is first chosen on the val split and stored in the
+    checkpoint (as after training). Writes ``evaluation.json`` and ``evaluation.{csv,md}`` beside the
+    checkpoint. The val split chose the operating point, so its metrics at that threshold are optimistic; it
+    is listed for selection (e.g. of a temperature), the test split and the external sets are what to report.
     """
     checkpoint, root = Path(checkpoint), Path(root)
-    data_config = checkpoint_data_config(checkpoint)
-    model, metadata = load_served_model(checkpoint)
+    model, metadata, data_config = load_for_evaluation(checkpoint)
     sources = {"val": (root, "val"), "test": (root, "test"),
                **{name: (folder, "test") for name, folder in external_set_names(external).items()}}
     sets: dict[str, SetEvaluation] = {}
     for name, (data, split) in sources.items():
         records, description = records_for(data, split, data_config)
         records, predictions = predict_records(model, metadata, data_config, records, device, progress=progress)
+        if name == "val" and threshold_settings is not None:
+            point = store_operating_point(checkpoint, predictions, threshold_settings, "val", description)
+            metadata = {**metadata, "operating_point": point}
         sets[name] = evaluate_set(name, description, records, predictions, metadata, n_bootstrap)
     write_run_evaluation(checkpoint, metadata, sets)
     return sets

@@ -1,6 +1,6 @@
 """Choosing and storing a checkpoint's operating point and temperature: after training, and at a new site.
 
-* After training, :func:`store_operating_point` picks the threshold on the **validation** split with the
+* After training, :func:`choose_on_val` picks the threshold on the **validation** split with the
   run's ``evaluation.threshold_policy`` and writes it into the checkpoint's metadata.
 * At a new site (``cxrdistill calibrate``), :func:`calibrate_checkpoint` refits the temperature and the
   threshold on the site's own labelled sample and writes a **new** checkpoint that records both, with a
@@ -18,30 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cxrdistill.config import EvaluationConfig
+from cxrdistill.config import EvaluationConfig, config_from_dict
 from cxrdistill.data.layout import CLASS_NAMES, ImageRecord
 from cxrdistill.data.splits import split_patients
-from cxrdistill.evaluation.calibration import (
-    fit_temperature,
-    load_served_model,
-    nll_at_temperature,
-    operating_point_record,
-)
+from cxrdistill.evaluation.calibration import fit_temperature, nll_at_temperature, store_operating_point
 from cxrdistill.evaluation.evaluate import (
     EvaluationReport,
-    checkpoint_data_config,
+    load_for_evaluation,
     predict_records,
     records_for,
     report_evaluation,
 )
 from cxrdistill.evaluation.predict import Predictions
 from cxrdistill.files import atomic_write_json
-from cxrdistill.training.checkpoint import (
-    experiment_config,
-    load_checkpoint,
-    model_from_checkpoint,
-    update_checkpoint_metadata,
-)
+from cxrdistill.training.checkpoint import check_class_names, model_from_checkpoint
 
 
 @dataclass(frozen=True)
@@ -52,23 +42,14 @@ class CalibrationResult:
     calibration: dict[str, Any]
 
 
-def store_operating_point(
+def choose_on_val(
     checkpoint: str | Path, root: str | Path, settings: EvaluationConfig, device: str = "auto", progress: bool = False,
 ) -> dict[str, Any]:
     """Choose the threshold on the val split of ``root`` and write it into ``checkpoint`` (in place, atomically)."""
-    checkpoint = Path(checkpoint)
-    data_config = checkpoint_data_config(checkpoint)
-    model, metadata = load_served_model(checkpoint)
+    model, metadata, data_config = load_for_evaluation(checkpoint)
     records, description = records_for(Path(root), "val", data_config)
     _, predictions = predict_records(model, metadata, data_config, records, device, progress=progress)
-    record = {**choose_operating_point(predictions, settings, "val"), "data": description}
-    update_checkpoint_metadata(checkpoint, {"operating_point": record})
-    return record
-
-
-def choose_operating_point(predictions: Predictions, settings: EvaluationConfig, chosen_on: str) -> dict[str, Any]:
-    return operating_point_record(predictions.labels, predictions.prob_positive, settings.threshold_policy, chosen_on,
-                                  settings.min_sensitivity, settings.fixed_threshold)
+    return store_operating_point(checkpoint, predictions, settings, "val", description)
 
 
 def calibrate_checkpoint(
@@ -80,7 +61,7 @@ def calibrate_checkpoint(
     ``policy`` overrides the checkpoint's ``evaluation`` settings (``threshold_policy``, ``min_sensitivity``,
     ``fixed_threshold``); ``None`` values keep them.
     """
-    records, description = records_for(Path(data), split, checkpoint_data_config(Path(checkpoint)))
+    records, description = records_for(Path(data), split, load_for_evaluation(checkpoint)[2])
     return calibrate_on_records(checkpoint, records, description, out, device, progress, **policy)
 
 
@@ -92,20 +73,21 @@ def calibrate_on_records(
     checkpoint, out = Path(checkpoint), Path(out)
     if out.resolve() == checkpoint.resolve():
         raise ValueError(f"calibrate writes a new checkpoint; choose an --out other than {checkpoint}")
-    config = experiment_config(load_checkpoint(checkpoint))
-    settings = dataclasses.replace(config.evaluation, **{k: v for k, v in policy.items() if v is not None})
     network, metadata = model_from_checkpoint(checkpoint)  # raw logits: any earlier temperature is refitted
+    check_class_names(metadata, str(checkpoint))
+    config = config_from_dict(metadata["config"])
+    settings = dataclasses.replace(config.evaluation, **{k: v for k, v in policy.items() if v is not None})
     records, raw = predict_records(network, metadata, config.data, records, device, progress=progress)
     temperature = fit_temperature(raw.logits, raw.labels)
-    calibrated = Predictions(raw.labels, raw.logits / temperature, raw.keys)
     calibration = {
         "temperature": temperature, "data": description, "count": len(records),
         "patients": len({r.patient for r in records}), "calibrated_from": str(checkpoint),
         "nll_before": nll_at_temperature(raw.logits, raw.labels, 1.0),
         "nll_after": nll_at_temperature(raw.logits, raw.labels, temperature),
     }
-    operating_point = {**choose_operating_point(calibrated, settings, description), "data": description}
-    update_checkpoint_metadata(checkpoint, {"operating_point": operating_point, "calibration": calibration}, out=out)
+    calibrated = Predictions(raw.labels, raw.logits / temperature, raw.keys)
+    operating_point = store_operating_point(checkpoint, calibrated, settings, "local calibration data", description,
+                                            {"calibration": calibration}, out)
     return CalibrationResult(out, temperature, operating_point, calibration)
 
 
@@ -121,7 +103,7 @@ def calibrate_and_evaluate(
     out_dir = Path(out_dir)
     if not 0.0 < calibration_fraction < 1.0:
         raise ValueError(f"calibration_fraction must be between 0 and 1, got {calibration_fraction}")
-    records, description = records_for(Path(data), split, checkpoint_data_config(Path(checkpoint)))
+    records, description = records_for(Path(data), split, load_for_evaluation(checkpoint)[2])
     parts = split_patients(records, {"calibration": calibration_fraction}, seed)
     calibration_part, held_out = parts["calibration"], parts["train"]
     for name, part in (("calibration", calibration_part), ("held-out", held_out)):
@@ -135,8 +117,7 @@ def calibrate_and_evaluate(
     tag = f"patient-wise split, seed {seed}"
     result = calibrate_on_records(checkpoint, calibration_part, f"{description} (calibration part, {tag})",
                                   out_dir / "calibrated.pt", device, progress, **policy)
-    model, metadata = load_served_model(result.checkpoint)
-    data_config = checkpoint_data_config(result.checkpoint)
+    model, metadata, data_config = load_for_evaluation(result.checkpoint)
     held_out, predictions = predict_records(model, metadata, data_config, held_out, device, progress=progress)
     report = report_evaluation(result.checkpoint, held_out, predictions, metadata,
                                f"{description} (held-out part, {tag})", out_dir / "evaluation", n_bootstrap)

@@ -15,7 +15,7 @@ from cxrdistill.config import ExperimentConfig, save_config
 from cxrdistill.data.dataset import DataBundle, build_loaders
 from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
 from cxrdistill.evaluation.evaluate import evaluate_run
-from cxrdistill.evaluation.operating_point import store_operating_point
+from cxrdistill.evaluation.operating_point import choose_on_val
 from cxrdistill.models import create_model, input_size
 from cxrdistill.training.checkpoint import checkpoint_metadata
 from cxrdistill.training.device import resolve_device, resolve_precision
@@ -100,13 +100,15 @@ def evaluate_after_training(
     The handed-on checkpoint is scored on the internal test split and on every ``data.external`` set
     (``evaluation.json`` and ``evaluation.{csv,md}`` in the run folder).
     """
+    settings = config.evaluation
+    evaluate_run(handed_on, root, config.data.external, settings.n_bootstrap, config.train.device,
+                 threshold_settings=settings)
     for checkpoint in checkpoints:
-        point = store_operating_point(checkpoint, root, config.evaluation, config.train.device)
-        if progress:
-            print(f"{checkpoint.name}: operating threshold {point['threshold']:.4f} ({point['policy']} on val)")
-    evaluate_run(handed_on, root, config.data.external, config.evaluation.n_bootstrap, config.train.device)
+        if checkpoint != handed_on:
+            choose_on_val(checkpoint, root, settings, config.train.device)
     if progress:
-        print(f"evaluation of {handed_on.name} on test and external sets: {handed_on.parent / 'evaluation.md'}")
+        print(f"operating thresholds chosen on val ({settings.threshold_policy}); evaluation of {handed_on.name} "
+              f"on test and external sets: {handed_on.parent / 'evaluation.md'}")
 
 
 def train_or_resume(config: ExperimentConfig, progress: bool = True) -> Path:
