@@ -36,5 +36,5 @@ def tiny_config(synth_root: Path, workdir: Path, *overrides: str):
         f"output_dir={workdir / 'runs'}", "name=tiny", f"data.root={synth_root}",
         f"data.cache_dir={workdir / 'cache'}", "data.image_size=32", "data.batch_size=8", "data.num_workers=0",
         "model.name=resnet18", "train.epochs=2", "train.lr=0.01", "train.early_stopping_patience=null",
-        *overrides,
+        "evaluation.n_bootstrap=20", *overrides,
     ])

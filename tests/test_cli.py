@@ -13,7 +13,7 @@ runner = CliRunner()
 def tiny_overrides(synth_root, tmp_path):
     return [f"data.root={synth_root}", f"data.cache_dir={tmp_path / 'cache'}", "data.image_size=32",
             "data.batch_size=8", "data.num_workers=0", "model.name=resnet18", "train.epochs=1",
-            "train.early_stopping_patience=null", f"output_dir={tmp_path / 'runs'}"]
+            "train.early_stopping_patience=null", "evaluation.n_bootstrap=20", f"output_dir={tmp_path / 'runs'}"]
 
 
 def test_train_evaluate_and_errors(synth_root, tmp_path):

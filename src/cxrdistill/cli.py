@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cxrdistill.config import ConfigError, load_config
+from cxrdistill.config import ConfigError, ExperimentConfig, load_config
 
 app = typer.Typer(help="Pneumonia detection on chest X-rays with knowledge distillation.", no_args_is_help=True)
 data_app = typer.Typer(help="Inspect and make data.", no_args_is_help=True)
@@ -24,6 +24,12 @@ errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Experiment YAML file.")]
 Overrides = Annotated[list[str] | None, typer.Argument(help="Overrides such as train.epochs=3 data.root=DIR.")]
+ExternalOption = Annotated[list[Path] | None, typer.Option(
+    "--external", help="External labelled folder to evaluate every run on (repeatable); sets data.external.")]
+PolicyOption = Annotated[str | None, typer.Option(
+    help="Threshold policy: youden, min_sensitivity or fixed (default: the checkpoint's evaluation setting).")]
+MinSensitivityOption = Annotated[float | None, typer.Option(help="Target for --policy min_sensitivity.")]
+FixedThresholdOption = Annotated[float | None, typer.Option(help="Threshold for --policy fixed.")]
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -57,11 +63,13 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def print_rows(rows: list[dict[str, Any]], title: str) -> None:
+    from cxrdistill.evaluation.tables import markdown_cell  # metric estimates as "value [low, high]"
+
     table = Table(title=title)
     for column in rows[0]:
         table.add_column(str(column), justify="right" if isinstance(rows[0][column], (int, float)) else "left")
     for row in rows:
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()))
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else markdown_cell(v) for v in row.values()))
     console.print(table)
 
 
@@ -99,6 +107,12 @@ def distill(
                   f"handed on (train.keep={result.keep}): {result.final_checkpoint}")
 
 
+def metric_rows(report: Any) -> list[dict[str, Any]]:
+    """One row per metric, one column per threshold (0.5 and the stored operating point) of an EvaluationReport."""
+    return [{"metric": name, **{f"at {r.rule} ({r.threshold:.4g})": r.metrics[name] for r in report.evaluation.results}}
+            for name in report.metrics]
+
+
 @app.command()
 @friendly_errors
 def evaluate(
@@ -117,10 +131,10 @@ def evaluate(
     if as_json:
         print(json.dumps(report.as_dict(), indent=1))
         return
-    rows = [{"metric": name, "value": e.value, "95% low": e.low, "95% high": e.high}
-            for name, e in report.metrics.items()]
-    print_rows(rows, f"{checkpoint} on {report.data} ({report.count} images)")
-    console.print(f"confusion (rows true NORMAL, PNEUMONIA): {report.confusion}")
+    print_rows(metric_rows(report), f"{checkpoint} on {report.data} ({report.count} images, "
+                                    f"{report.evaluation.patients} patients; value [95% patient-bootstrap interval])")
+    for result in report.evaluation.results:
+        console.print(f"confusion at {result.rule} (rows true NORMAL, PNEUMONIA): {result.confusion}")
     console.print(f"predictions, metrics and plots in {report.out_dir}")
 
 
@@ -251,7 +265,9 @@ def profile(
 def predict(
     model: Annotated[Path, typer.Argument(help="A checkpoint (.pt) or an exported model (.onnx).")],
     files: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, TIFF, DICOM).")],
-    threshold: Annotated[float, typer.Option(help="PNEUMONIA when its probability is at least this.")] = 0.5,
+    threshold: Annotated[float | None, typer.Option(
+        help="PNEUMONIA when its probability is at least this (default: the model's stored operating point, "
+             "else 0.5).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Classify image files with a student (PyTorch checkpoint or ONNX via ONNX Runtime)."""
@@ -264,7 +280,15 @@ def predict(
         print(json.dumps([asdict(r) for r in results], indent=1))
         return
     print_rows([{"file": r.file, "prob_pneumonia": r.prob_pneumonia if r.error is None else "-",
-                 "predicted": r.predicted or f"unreadable: {r.error}"} for r in results], f"Predictions of {model}")
+                 "predicted": r.predicted or f"unreadable: {r.error}"} for r in results],
+               f"Predictions of {model} (PNEUMONIA at probability >= {results[0].threshold:.4g})")
+
+
+def with_external(config: ExperimentConfig, external: list[Path] | None) -> ExperimentConfig:
+    """``--external`` folders, when given, replace the config's ``data.external``."""
+    if external:
+        config.data.external = [str(folder) for folder in external]
+    return config
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -283,12 +307,14 @@ def sweep_temperature(
     temperatures: Annotated[str, typer.Option(help="Comma-separated temperatures.")] = "1,10,20,30,40,50",
     out: Annotated[Path, typer.Option(help="Folder for the runs, sweep.csv/.md and sweep.png.")] = Path(
         "runs/sweep-temperature"),
+    external: ExternalOption = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """One distilled student per temperature (the paper's Table II), reusing one cached teacher."""
     from cxrdistill.distillation.sweep import sweep_temperature as run_sweep
 
-    rows = run_sweep(load_config(config, overrides), teacher, out, _floats(temperatures), progress=not quiet)
+    experiment = with_external(load_config(config, overrides), external)
+    rows = run_sweep(experiment, teacher, out, _floats(temperatures), progress=not quiet)
     print_rows(rows, f"Distilled student by temperature (results in {out})")
 
 
@@ -306,6 +332,7 @@ def compare(
     teacher_per_seed: Annotated[bool, typer.Option(help="Train the teacher once per seed too.")] = False,
     out: Annotated[Path, typer.Option(help="Folder for runs and REPORT.{json,csv,md,png}.")] = Path("runs/compare"),
     report: Annotated[str, typer.Option(help="File stem of the result tables and plot.")] = "compare",
+    external: ExternalOption = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Teacher vs plain vs distilled student over several seeds, with paired differences (Table VI)."""
@@ -325,15 +352,68 @@ def compare(
     teacher_cfg = None
     if not no_teacher and teacher is None:
         teacher_cfg = load_config(teacher_config, extra) if teacher_config else preset("cpu/teacher", extra)
+    for experiment in [*arms.values(), *([teacher_cfg] if teacher_cfg else [])]:
+        with_external(experiment, external)
     pair = tuple(difference.split(",")) if difference else None
     if pair is not None and (len(pair) != 2 or not set(pair) <= set(arms)):
         raise typer.BadParameter(f"--difference must name two arms among {sorted(arms)}, got {difference!r}")
     result = run_compare(arms, out, list(range(seeds)), teacher_cfg, teacher, pair, teacher_per_seed,
                          progress=not quiet, report=report)
-    columns = ["arm", "seeds", *(f"{m}_mean" for m in ("accuracy", "specificity", "sensitivity", "roc_auc"))]
+    columns = ["set", "threshold", "arm", "seeds",
+               *(f"{m}_mean" for m in ("accuracy", "specificity", "sensitivity", "roc_auc"))]
     print_rows([{c: row[c] for c in columns} for row in result.summary], f"Comparison (results in {out})")
     if result.difference:
         print_rows(result.difference, "Paired difference over seeds (95% Student-t interval)")
+
+
+@app.command()
+@friendly_errors
+def calibrate(
+    checkpoint: Path,
+    data: Annotated[Path, typer.Option(help="Local labelled folder (bare NORMAL/ + PNEUMONIA/, or a root).")],
+    out: Annotated[Path, typer.Option(help="Where to write the calibrated checkpoint.")],
+    split: Annotated[str, typer.Option(help="Split of a Kermany root to use (ignored for a bare folder).")] = "test",
+    policy: PolicyOption = None,
+    min_sensitivity: MinSensitivityOption = None,
+    fixed_threshold: FixedThresholdOption = None,
+    device: str = "auto",
+) -> None:
+    """Refit the temperature and the operating threshold on a site's own labelled images (new checkpoint).
+
+    Report results on other images than these: see calibrate-and-evaluate.
+    """
+    from cxrdistill.evaluation.operating_point import calibrate_checkpoint
+
+    result = calibrate_checkpoint(checkpoint, data, out, split, device, threshold_policy=policy,
+                                  min_sensitivity=min_sensitivity, fixed_threshold=fixed_threshold)
+    console.print(f"wrote {result.checkpoint}: temperature {result.temperature:.4g}, threshold "
+                  f"{result.operating_point['threshold']:.4g} ({result.operating_point['policy']}) fitted on "
+                  f"{result.calibration['count']} images of {result.calibration['data']}", highlight=False)
+
+
+@app.command("calibrate-and-evaluate")
+@friendly_errors
+def calibrate_and_evaluate(
+    checkpoint: Path,
+    data: Annotated[Path, typer.Option(help="Labelled folder, e.g. an external set such as Kermany's half A.")],
+    out: Annotated[Path, typer.Option(help="Folder for split.json, calibrated.pt and evaluation/.")],
+    calibration_fraction: Annotated[float, typer.Option(help="Share of images (whole patients) to calibrate on.")
+                                    ] = 0.5,
+    seed: Annotated[int, typer.Option(help="Seed of the patient-wise split.")] = 0,
+    split: Annotated[str, typer.Option(help="Split of a Kermany root to use (ignored for a bare folder).")] = "test",
+    policy: PolicyOption = None,
+    min_sensitivity: MinSensitivityOption = None,
+    fixed_threshold: FixedThresholdOption = None,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    device: str = "auto",
+) -> None:
+    """Split a labelled folder by patient, calibrate on one part and report on the other (honest numbers)."""
+    from cxrdistill.evaluation.operating_point import calibrate_and_evaluate as run
+
+    result, report = run(checkpoint, data, out, calibration_fraction, seed, split, bootstrap, device,
+                         threshold_policy=policy, min_sensitivity=min_sensitivity, fixed_threshold=fixed_threshold)
+    print_rows(metric_rows(report), f"{result.checkpoint} on {report.data} ({report.count} images)")
+    console.print(f"temperature {result.temperature:.4g}; results in {report.out_dir}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -57,6 +57,9 @@ class DataConfig:
     """-1 sizes the loader to the machine (cores - 1, at most 8)."""
     max_per_class: int | None = None
     """Cap on training images per class (a reduced preset for CPU runs); a seeded random sample."""
+    external: list[str] = field(default_factory=list)
+    """External validation sets (a bare ``NORMAL/`` + ``PNEUMONIA/`` folder, or a root whose ``test/`` is used):
+    every run is evaluated on them after training. Never trained on, and never used to choose anything."""
 
 
 @dataclass
@@ -116,6 +119,18 @@ class DistillConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    threshold_policy: Literal["youden", "min_sensitivity", "fixed"] = "youden"
+    """How the operating threshold is chosen on the validation split after training: ``youden`` maximises
+    sensitivity + specificity - 1; ``min_sensitivity`` takes the highest threshold whose sensitivity reaches
+    ``min_sensitivity``; ``fixed`` stores ``fixed_threshold``."""
+    min_sensitivity: float = 0.98
+    fixed_threshold: float = 0.5
+    n_bootstrap: int = 1000
+    """Patient-bootstrap resamples behind the 95 % intervals of the post-training evaluation."""
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "experiment"
     output_dir: str = "runs"
@@ -123,6 +138,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -164,6 +180,11 @@ def _check_value(value: Any, hint: Any, key: str) -> Any:
         if len(value) != len(item_types):
             raise ConfigError(f"{key}: expected {len(item_types)} values, got {len(value)}")
         return tuple(_check_value(v, t, key) for v, t in zip(value, item_types, strict=True))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_type,) = typing.get_args(hint)
+        return [_check_value(v, item_type, key) for v in value]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")

@@ -2,9 +2,11 @@
 
 The exported graph takes ``(N, 3, S, S)`` float input, ImageNet-normalised grey replicated to three
 channels (exactly :func:`cxrdistill.data.transforms.to_model_input`), and returns two logits per image.
-The checkpoint's metadata (classes, input size, normalisation, intended use) goes into the ONNX
-file's metadata so that the exported model explains itself. Export is verified: ONNX Runtime must
-reproduce PyTorch's logits on random input, otherwise the file is not kept.
+The checkpoint's metadata (classes, input size, normalisation, intended use, operating point and
+calibration) goes into the ONNX file's metadata so that the exported model explains itself. A
+calibrated checkpoint's temperature is part of the graph: its ``logits`` are already divided by T,
+so a softmax over them gives the calibrated probabilities, and the stored threshold applies to those.
+Export is verified: ONNX Runtime must reproduce PyTorch's logits on random input, otherwise the file is not kept.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxrdistill.training.checkpoint import model_from_checkpoint
+from cxrdistill.evaluation.calibration import load_served_model
 
 OPSET = 17
 
@@ -36,7 +38,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, tolerance: float = 1e-3
         import onnxruntime
     except ImportError as error:
         raise ImportError("ONNX export needs onnx and onnxruntime: pip install 'cxrdistill[deploy]'") from error
-    model, metadata = model_from_checkpoint(checkpoint)
+    model, metadata = load_served_model(checkpoint)
     model.eval()
     size = int(metadata["input_size"])
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
@@ -53,6 +55,9 @@ def export_onnx(checkpoint: str | Path, out: str | Path, tolerance: float = 1e-3
                     "intensity_normalization", "intended_use"):
             entry = graph.metadata_props.add()
             entry.key, entry.value = key, json.dumps(metadata.get(key, "none"))
+        for key in ("operating_point", "calibration"):  # absent from uncalibrated and older checkpoints
+            entry = graph.metadata_props.add()
+            entry.key, entry.value = key, json.dumps(metadata.get(key))
         onnx.save(graph, staged)
         session = onnxruntime.InferenceSession(str(staged), providers=["CPUExecutionProvider"])
         with torch.no_grad():

@@ -17,7 +17,7 @@ import torch
 
 from cxrdistill.data.io import UnreadableImageError, load_for_model
 from cxrdistill.data.transforms import normalize_intensity, to_model_input
-from cxrdistill.training.checkpoint import model_from_checkpoint
+from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, load_served_model, stored_threshold
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class FilePrediction:
     prob_pneumonia: float | None
     predicted: str | None
     error: str | None = None
+    threshold: float = DEFAULT_THRESHOLD
+    """The threshold ``predicted`` was decided at (the model's operating point unless one was given)."""
 
 
 def _onnx_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
@@ -39,7 +41,7 @@ def _onnx_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
 
 
 def _torch_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
-    model, metadata = model_from_checkpoint(path)
+    model, metadata = load_served_model(path)  # with the stored temperature, as the ONNX graph has it
     model.eval()
 
     def run(batch: np.ndarray) -> np.ndarray:
@@ -49,11 +51,17 @@ def _torch_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict]
     return run, metadata
 
 
-def predict_files(model_path: str | Path, files: Sequence[str | Path], threshold: float = 0.5,
+def predict_files(model_path: str | Path, files: Sequence[str | Path], threshold: float | None = None,
                   batch_size: int = 16) -> list[FilePrediction]:
-    """Probability of PNEUMONIA per file; unreadable files get an error entry instead of stopping the batch."""
+    """Probability of PNEUMONIA per file; unreadable files get an error entry instead of stopping the batch.
+
+    ``threshold`` defaults to the model's stored operating point (checkpoint or ONNX metadata), else 0.5.
+    """
     model_path = Path(model_path)
     run, metadata = _onnx_runner(model_path) if model_path.suffix == ".onnx" else _torch_runner(model_path)
+    if threshold is None:
+        stored = stored_threshold(metadata)
+        threshold = DEFAULT_THRESHOLD if stored is None else stored
     size, classes = int(metadata["input_size"]), metadata["class_names"]
     intensity = metadata.get("intensity_normalization", "none")  # absent in models from before the setting
     results: list[FilePrediction] = []
@@ -72,6 +80,7 @@ def predict_files(model_path: str | Path, files: Sequence[str | Path], threshold
             continue
         logits = torch.from_numpy(run(torch.stack(images).numpy()))
         probs = torch.softmax(logits.float(), dim=1)[:, 1].tolist()
-        results += [FilePrediction(f, p, classes[int(p >= threshold)]) for f, p in zip(readable, probs, strict=True)]
+        results += [FilePrediction(f, p, classes[int(p >= threshold)], threshold=threshold)
+                    for f, p in zip(readable, probs, strict=True)]
     order = {str(f): i for i, f in enumerate(files)}
     return sorted(results, key=lambda r: order[r.file])

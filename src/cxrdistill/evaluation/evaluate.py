@@ -1,23 +1,40 @@
 """Evaluate a checkpoint on a split or an external folder: metrics with 95 % CIs, per-image CSV, plots.
 
 Everything needed comes from the checkpoint itself (architecture, input size, normalisation, class
-order, the data settings it was trained with), so the same call works on the run's own test split
-and on a bare ``NORMAL/`` + ``PNEUMONIA/`` folder of full-size originals from elsewhere.
+order, the data settings it was trained with, its temperature and operating threshold), so the same
+call works on the run's own test split, on a bare ``NORMAL/`` + ``PNEUMONIA/`` folder of full-size
+originals from elsewhere, and on a Kermany root that holds only ``test/``.
+
+Metrics are always reported at the conventional threshold 0.5 and, when the checkpoint stores one, at
+its operating threshold (see :mod:`cxrdistill.evaluation.calibration`). Intervals are 95 % bootstrap
+intervals that resample patients, since several films of one patient are not independent.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from torch import nn
 from torch.utils.data import DataLoader
 
-from cxrdistill.config import DataConfig
+from cxrdistill.config import DataConfig, EvaluationConfig, config_from_dict
 from cxrdistill.data.dataset import build_dataset, default_num_workers, resolve_split
 from cxrdistill.data.layout import CLASS_NAMES, ImageRecord, scan_dataset
+from cxrdistill.evaluation.calibration import (
+    DEFAULT_THRESHOLD,
+    load_served_model,
+    store_operating_point,
+    stored_temperature,
+    stored_threshold,
+)
 from cxrdistill.evaluation.metrics import (
     MetricEstimate,
     binary_metrics,
@@ -27,62 +44,177 @@ from cxrdistill.evaluation.metrics import (
 )
 from cxrdistill.evaluation.plots import plot_confusion, plot_reliability, plot_roc
 from cxrdistill.evaluation.predict import Predictions, predict
-from cxrdistill.files import atomic_write_json
-from cxrdistill.training.checkpoint import (
-    check_class_names,
-    experiment_config,
-    load_checkpoint,
-    model_from_checkpoint,
-)
+from cxrdistill.evaluation.tables import write_table
+from cxrdistill.files import atomic_write_json, atomic_write_text
+from cxrdistill.training.checkpoint import check_class_names
 from cxrdistill.training.device import resolve_device, resolve_precision
+
+RUN_EVALUATION_FILE = "evaluation.json"
+TABLE_METRICS: tuple[str, ...] = ("accuracy", "sensitivity", "specificity", "roc_auc", "loss", "ece")
+
+
+@dataclass
+class ThresholdedMetrics:
+    """Every metric (with its 95 % interval) and the confusion matrix at one decision threshold."""
+
+    threshold: float
+    rule: str
+    """How the threshold came about: ``"0.5"``, or e.g. ``"youden on val"`` for a stored operating point."""
+    metrics: dict[str, MetricEstimate]
+    confusion: list[list[int]]
+
+    def as_dict(self) -> dict:
+        return {"threshold": self.threshold, "rule": self.rule, "confusion": self.confusion,
+                "metrics": {name: dataclasses.asdict(value) for name, value in self.metrics.items()}}
+
+
+@dataclass
+class SetEvaluation:
+    """One evaluation set: what it is, how big, and its metrics at 0.5 and at the stored operating point."""
+
+    name: str
+    data: str
+    count: int
+    patients: int
+    results: list[ThresholdedMetrics]
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "data": self.data, "count": self.count, "patients": self.patients,
+                "results": [result.as_dict() for result in self.results]}
 
 
 @dataclass
 class EvaluationReport:
     checkpoint: Path
-    data: str
-    metrics: dict[str, MetricEstimate]
-    confusion: list[list[int]]
-    count: int
+    evaluation: SetEvaluation
+    operating_point: dict | None
+    temperature: float
     out_dir: Path
 
+    @property
+    def data(self) -> str:
+        return self.evaluation.data
+
+    @property
+    def count(self) -> int:
+        return self.evaluation.count
+
+    @property
+    def metrics(self) -> dict[str, MetricEstimate]:
+        """Metrics at threshold 0.5."""
+        return self.evaluation.results[0].metrics
+
+    @property
+    def confusion(self) -> list[list[int]]:
+        """Confusion matrix at threshold 0.5 (rows true NORMAL, PNEUMONIA)."""
+        return self.evaluation.results[0].confusion
+
+    @property
+    def at_operating_point(self) -> ThresholdedMetrics | None:
+        return self.evaluation.results[1] if len(self.evaluation.results) > 1 else None
+
     def as_dict(self) -> dict:
+        point = self.at_operating_point
         return {
-            "checkpoint": str(self.checkpoint),
-            "data": self.data,
-            "count": self.count,
+            "checkpoint": str(self.checkpoint), "data": self.data, "count": self.count,
+            "patients": self.evaluation.patients, "temperature": self.temperature,
+            "operating_point": self.operating_point,
             "confusion": self.confusion,
             "metrics": {name: dataclasses.asdict(value) for name, value in self.metrics.items()},
+            "at_operating_point": point.as_dict() if point else None,
         }
 
 
 def records_for(data: Path, split: str, data_config: DataConfig) -> tuple[list[ImageRecord], str]:
-    """A bare class folder is used whole; a split layout uses the run's saved patient-wise split."""
+    """The images to evaluate and a description of them.
+
+    A bare class folder is used whole; a root without ``train/`` (e.g. one holding only ``test/``) uses its
+    ``split`` folder as it is; a training root uses the run's saved patient-wise split.
+    """
     found = scan_dataset(data)
     if "" in found:
         return found[""], str(data)
+    if "train" not in found:
+        if split not in found:
+            raise ValueError(f"{data} has no {split}/ folder; available: {sorted(found)}")
+        return found[split], f"{data}:{split}"
     resolved = resolve_split(dataclasses.replace(data_config, root=str(data), max_per_class=None), data)
     if split not in resolved.splits:
         raise ValueError(f"{data} has no {split!r} split; available: {sorted(resolved.splits)}")
     return resolved[split], f"{data}:{split}"
 
 
-def evaluate_predictions(predictions: Predictions, n_bootstrap: int, seed: int = 0) -> dict[str, MetricEstimate]:
-    prob = predictions.prob_positive
-    estimates = bootstrap_metrics(predictions.labels, prob, n_resamples=n_bootstrap, seed=seed)
-    point = binary_metrics(predictions.labels, prob)
-    return {name: dataclasses.replace(estimates[name], value=point[name]) for name in point}
+def patient_bootstrap(
+    labels: np.ndarray, prob_positive: np.ndarray, patients: Sequence[str], threshold: float, n_bootstrap: int,
+    seed: int = 0,
+) -> dict[str, MetricEstimate]:
+    """Bootstrap intervals resampling patients (whole clusters of images): several films of one child are
+    not independent evidence."""
+    return bootstrap_metrics(labels, prob_positive, threshold=threshold, n_resamples=n_bootstrap, seed=seed,
+                             groups=list(patients))
 
 
-def write_predictions_csv(path: Path, records: list[ImageRecord], predictions: Predictions) -> None:
+def thresholded_metrics(
+    records: list[ImageRecord], predictions: Predictions, threshold: float, rule: str, n_bootstrap: int,
+    seed: int = 0,
+) -> ThresholdedMetrics:
+    labels, prob = predictions.labels, predictions.prob_positive
+    metrics = patient_bootstrap(labels, prob, [r.patient for r in records], threshold, n_bootstrap, seed)
+    return ThresholdedMetrics(threshold, rule, metrics, confusion(labels, prob, threshold).tolist())
+
+
+def operating_rule(metadata: dict) -> str:
+    point = metadata["operating_point"]
+    return f"{point['policy']} on {point['chosen_on']}"
+
+
+def evaluate_set(
+    name: str, description: str, records: list[ImageRecord], predictions: Predictions, metadata: dict,
+    n_bootstrap: int, seed: int = 0,
+) -> SetEvaluation:
+    """Metrics at 0.5 and, when the checkpoint stores one, at its operating threshold."""
+    results = [thresholded_metrics(records, predictions, DEFAULT_THRESHOLD, f"{DEFAULT_THRESHOLD:g}", n_bootstrap,
+                                   seed)]
+    threshold = stored_threshold(metadata)
+    if threshold is not None:
+        results.append(thresholded_metrics(records, predictions, threshold, operating_rule(metadata), n_bootstrap,
+                                           seed))
+    return SetEvaluation(name, description, len(records), len({r.patient for r in records}), results)
+
+
+def predictions_csv(records: list[ImageRecord], predictions: Predictions, threshold: float | None) -> str:
+    """Per image: probability, decision and correctness at 0.5, and the decision at the operating threshold."""
     prob = predictions.prob_positive
-    predicted = predict_labels(prob)
-    with open(path, "w", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(["path", "patient", "label", "prob_pneumonia", "predicted", "correct"])
-        for record, p, guess in zip(records, prob, predicted, strict=True):
-            writer.writerow([record.path, record.patient, CLASS_NAMES[record.label], f"{p:.6f}",
-                             CLASS_NAMES[int(guess)], int(guess == record.label)])
+    at_half = predict_labels(prob)
+    at_point = predict_labels(prob, threshold) if threshold is not None else [None] * len(prob)
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["path", "patient", "label", "prob_pneumonia", "predicted", "correct",
+                     "predicted_at_operating_point"])
+    for record, p, guess, decision in zip(records, prob, at_half, at_point, strict=True):
+        writer.writerow([record.path, record.patient, CLASS_NAMES[record.label], f"{p:.6f}", CLASS_NAMES[int(guess)],
+                         int(guess == record.label), "" if decision is None else CLASS_NAMES[int(decision)]])
+    return buffer.getvalue()
+
+
+def predict_records(
+    model: nn.Module, metadata: dict, data_config: DataConfig, records: list[ImageRecord], device: str = "auto",
+    batch_size: int | None = None, progress: bool = True,
+) -> tuple[list[ImageRecord], Predictions]:
+    """Run ``model`` over ``records`` (unreadable images are skipped with a warning); returns those kept."""
+    dataset = build_dataset(records, data_config, int(metadata["input_size"]), augment=False, progress=progress)
+    workers = default_num_workers(data_config.num_workers)
+    loader = DataLoader(dataset, batch_size=batch_size or data_config.batch_size, num_workers=workers)
+    precision = resolve_precision(resolve_device(device), "auto")
+    predictions = predict(model.to(precision.device), loader, precision, progress=progress, desc="evaluate")
+    return dataset.records, predictions
+
+
+def load_for_evaluation(checkpoint: str | Path) -> tuple[nn.Module, dict, DataConfig]:
+    """The served model (stored temperature applied), its metadata and the data settings it was trained with."""
+    model, metadata = load_served_model(checkpoint)
+    check_class_names(metadata, str(checkpoint))
+    return model, metadata, config_from_dict(metadata["config"]).data
 
 
 def predict_checkpoint(
@@ -90,22 +222,14 @@ def predict_checkpoint(
     batch_size: int | None = None, progress: bool = True,
 ) -> tuple[list[ImageRecord], Predictions, dict, str]:
     """Records, predictions, checkpoint metadata and a description of the data evaluated."""
-    checkpoint, data = Path(checkpoint), Path(data)
-    payload = load_checkpoint(checkpoint)
-    check_class_names(payload["metadata"], str(checkpoint))
-    config = experiment_config(payload)
-    model, metadata = model_from_checkpoint(checkpoint)
-    records, description = records_for(data, split, config.data)
-    dataset = build_dataset(records, config.data, int(metadata["input_size"]), augment=False, progress=progress)
-    workers = default_num_workers(config.data.num_workers)
-    loader = DataLoader(dataset, batch_size=batch_size or config.data.batch_size, num_workers=workers)
-    precision = resolve_precision(resolve_device(device), "auto")
-    predictions = predict(model.to(precision.device), loader, precision, progress=progress, desc="evaluate")
-    return dataset.records, predictions, metadata, description
+    model, metadata, data_config = load_for_evaluation(checkpoint)
+    records, description = records_for(Path(data), split, data_config)
+    records, predictions = predict_records(model, metadata, data_config, records, device, batch_size, progress)
+    return records, predictions, metadata, description
 
 
 def point_metrics(checkpoint: str | Path, data: str | Path, split: str = "test", progress: bool = False) -> dict:
-    """Metrics without intervals or files: what sweeps and comparisons need for each run."""
+    """Metrics at 0.5 without intervals or files."""
     _, predictions, _, _ = predict_checkpoint(checkpoint, data, split, progress=progress)
     return binary_metrics(predictions.labels, predictions.prob_positive)
 
@@ -125,17 +249,96 @@ def evaluate_checkpoint(
     records, predictions, metadata, description = predict_checkpoint(
         checkpoint, data, split, device, batch_size, progress
     )
-    metrics = evaluate_predictions(predictions, n_bootstrap)
-    matrix = confusion(predictions.labels, predictions.prob_positive)
-
     out = Path(out_dir) if out_dir else checkpoint.parent / f"eval-{data.name}-{split}"
+    return report_evaluation(checkpoint, records, predictions, metadata, description, out, n_bootstrap)
+
+
+def report_evaluation(
+    checkpoint: Path, records: list[ImageRecord], predictions: Predictions, metadata: dict, description: str,
+    out: Path, n_bootstrap: int,
+) -> EvaluationReport:
+    """Write ``metrics.json``, ``predictions.csv`` and the plots for one evaluated set to ``out``."""
+    evaluation = evaluate_set(description, description, records, predictions, metadata, n_bootstrap)
+    report = EvaluationReport(checkpoint, evaluation, metadata.get("operating_point"), stored_temperature(metadata),
+                              out)
     out.mkdir(parents=True, exist_ok=True)
-    report = EvaluationReport(checkpoint, description, metrics, matrix.tolist(), len(records), out)
     atomic_write_json(out / "metrics.json", report.as_dict())
-    write_predictions_csv(out / "predictions.csv", records, predictions)
+    atomic_write_text(out / "predictions.csv", predictions_csv(records, predictions, stored_threshold(metadata)))
     title = f"{metadata['architecture']} on {description}"
     plot_roc(predictions.labels, predictions.prob_positive, out / "roc.png", title=f"ROC — {title}")
-    plot_confusion(np.asarray(matrix), out / "confusion.png", title=f"Confusion — {title}")
+    plot_confusion(np.asarray(report.confusion), out / "confusion.png", title=f"Confusion — {title}")
     plot_reliability(predictions.labels, predictions.prob_positive, out / "reliability.png",
                      title=f"Reliability — {title}")
     return report
+
+
+def external_set_names(external: Sequence[str | Path]) -> dict[str, Path]:
+    """Table names (folder names) of the external sets; two sets with one folder name are refused."""
+    names: dict[str, Path] = {}
+    for folder in map(Path, external):
+        name = folder.name or str(folder)
+        if name in names or name in ("val", "test"):
+            raise ValueError(f"two evaluation sets would both be called {name!r} ({names.get(name, name)} and "
+                             f"{folder}); give the external folders distinct names")
+        names[name] = folder
+    return names
+
+
+def evaluate_run(
+    checkpoint: str | Path, root: str | Path, external: Sequence[str | Path] = (), n_bootstrap: int = 1000,
+    device: str = "auto", progress: bool = False, threshold_settings: EvaluationConfig | None = None,
+) -> dict[str, SetEvaluation]:
+    """Evaluate a run's checkpoint on its val and test splits and on each external set.
+
+    With ``threshold_settings`` the operating threshold is first chosen on the val split and stored in the
+    checkpoint (as after training). Writes ``evaluation.json`` and ``evaluation.{csv,md}`` beside the
+    checkpoint. The val split chose the operating point, so its metrics at that threshold are optimistic; it
+    is listed for selection (e.g. of a temperature), the test split and the external sets are what to report.
+    """
+    checkpoint, root = Path(checkpoint), Path(root)
+    model, metadata, data_config = load_for_evaluation(checkpoint)
+    sources = {"val": (root, "val"), "test": (root, "test"),
+               **{name: (folder, "test") for name, folder in external_set_names(external).items()}}
+    sets: dict[str, SetEvaluation] = {}
+    for name, (data, split) in sources.items():
+        records, description = records_for(data, split, data_config)
+        records, predictions = predict_records(model, metadata, data_config, records, device, progress=progress)
+        if name == "val" and threshold_settings is not None:
+            point = store_operating_point(checkpoint, predictions, threshold_settings, "val", description)
+            metadata = {**metadata, "operating_point": point}
+        sets[name] = evaluate_set(name, description, records, predictions, metadata, n_bootstrap)
+    write_run_evaluation(checkpoint, metadata, sets)
+    return sets
+
+
+def evaluation_rows(sets: dict[str, SetEvaluation], metrics: Sequence[str] = TABLE_METRICS) -> list[dict[str, Any]]:
+    """One row per (set, threshold rule): the metrics with their intervals, side by side."""
+    return [{"set": s.name, "images": s.count, "rule": result.rule, "threshold": result.threshold,
+             **{m: result.metrics[m] for m in metrics}}
+            for s in sets.values() for result in s.results]
+
+
+def write_run_evaluation(checkpoint: Path, metadata: dict, sets: dict[str, SetEvaluation]) -> None:
+    out = checkpoint.parent
+    atomic_write_json(out / RUN_EVALUATION_FILE, {
+        "checkpoint": str(checkpoint), "operating_point": metadata.get("operating_point"),
+        "temperature": stored_temperature(metadata), "sets": {name: s.as_dict() for name, s in sets.items()},
+    })
+    write_table(evaluation_rows(sets), out, "evaluation",
+                f"{checkpoint} — 95 % patient-bootstrap intervals (val chose the operating point)")
+
+
+def load_run_evaluation(checkpoint: str | Path) -> dict[str, SetEvaluation]:
+    """Read the ``evaluation.json`` that training wrote beside ``checkpoint``."""
+    path = Path(checkpoint).parent / RUN_EVALUATION_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the run was not evaluated after training; resume it to do so")
+    raw = json.loads(path.read_text())
+    return {
+        name: SetEvaluation(
+            name, entry["data"], entry["count"], entry["patients"],
+            [ThresholdedMetrics(r["threshold"], r["rule"], {m: MetricEstimate(**v) for m, v in r["metrics"].items()},
+                                r["confusion"]) for r in entry["results"]],
+        )
+        for name, entry in raw["sets"].items()
+    }

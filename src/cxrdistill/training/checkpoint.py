@@ -57,6 +57,21 @@ def save_checkpoint(path: str | Path, model: nn.Module, metadata: dict, state: d
     """Write weights + metadata (+ optimiser/scheduler/epoch ``state`` for resuming) in one atomic step."""
     payload = {"format": CHECKPOINT_FORMAT, "model_state": model.state_dict(), "metadata": metadata,
                "training_state": state or {}}
+    return _write_payload(path, payload)
+
+
+def update_checkpoint_metadata(path: str | Path, updates: dict[str, Any], out: str | Path | None = None) -> Path:
+    """Merge ``updates`` into a checkpoint's metadata and write it (atomically) to ``out``, default in place.
+
+    Weights and resume state are kept as they are: post-training additions such as the operating point
+    or a calibration must not change the model or how a run resumes.
+    """
+    payload = load_checkpoint(path)
+    payload["metadata"] = {**payload["metadata"], **updates}
+    return _write_payload(out if out is not None else path, payload)
+
+
+def _write_payload(path: str | Path, payload: dict[str, Any]) -> Path:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return atomic_write(path, lambda stream: stream.write(buffer.getbuffer()))

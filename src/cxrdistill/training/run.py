@@ -17,6 +17,8 @@ import torch
 from cxrdistill.config import ExperimentConfig, save_config
 from cxrdistill.data.dataset import DataBundle, build_loaders
 from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
+from cxrdistill.evaluation.evaluate import evaluate_run
+from cxrdistill.evaluation.operating_point import choose_on_val
 from cxrdistill.models import create_model, input_size
 from cxrdistill.training.checkpoint import checkpoint_metadata
 from cxrdistill.training.device import resolve_device, resolve_precision
@@ -116,7 +118,28 @@ def _run_experiment(config: ExperimentConfig, resume: bool, progress: bool) -> R
     if resume:
         trainer.resume()
     state = trainer.fit(bundle.loaders)
+    handed_on = trainer.best_path if config.train.keep == "best" else trainer.last_path
+    evaluate_after_training(config, bundle.split.root, [trainer.best_path, trainer.last_path], handed_on, progress)
     return RunResult(run_dir, trainer.best_path, trainer.last_path, state, bundle, config.train.keep)
+
+
+def evaluate_after_training(
+    config: ExperimentConfig, root: Path, checkpoints: list[Path], handed_on: Path, progress: bool = True
+) -> None:
+    """Store an operating point chosen on val in each checkpoint; evaluate the one handed on.
+
+    The handed-on checkpoint is scored on the internal test split and on every ``data.external`` set
+    (``evaluation.json`` and ``evaluation.{csv,md}`` in the run folder).
+    """
+    settings = config.evaluation
+    evaluate_run(handed_on, root, config.data.external, settings.n_bootstrap, config.train.device,
+                 threshold_settings=settings)
+    for checkpoint in checkpoints:
+        if checkpoint != handed_on:
+            choose_on_val(checkpoint, root, settings, config.train.device)
+    if progress:
+        print(f"operating thresholds chosen on val ({settings.threshold_policy}); evaluation of {handed_on.name} "
+              f"on test and external sets: {handed_on.parent / 'evaluation.md'}")
 
 
 def train_or_resume(config: ExperimentConfig, progress: bool = True) -> Path:

@@ -1,0 +1,152 @@
+"""Threshold policies and temperature scaling: how a model's scores become calibrated decisions.
+
+A model trained on one cohort is rarely calibrated for another, and 0.5 is rarely the right cut-off:
+on a later cohort specificity can collapse while AUC barely moves. Two numbers, both stored in the
+checkpoint's metadata and applied wherever the model is used (evaluation, prediction, ONNX export):
+
+* the **operating point** (``metadata["operating_point"]["threshold"]``): PNEUMONIA when the probability
+  is at least this; chosen by a policy on data the reported results never see — the validation split
+  after training, or a site's own labelled sample with ``cxrdistill calibrate``;
+* the **temperature** (``metadata["calibration"]["temperature"]``): probabilities are
+  ``softmax(logits / T)`` (Guo et al. 2017); one scalar fitted by minimising the negative log-likelihood.
+  It changes calibration (loss, ECE), never the ranking (AUC).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax
+from sklearn.metrics import roc_curve
+from torch import nn
+
+from cxrdistill.config import EvaluationConfig
+from cxrdistill.evaluation.metrics import binary_metrics, check_binary_inputs
+from cxrdistill.evaluation.predict import Predictions
+from cxrdistill.training.checkpoint import model_from_checkpoint, update_checkpoint_metadata
+
+THRESHOLD_POLICIES: tuple[str, ...] = ("youden", "min_sensitivity", "fixed")
+DEFAULT_THRESHOLD = 0.5
+"""The threshold used when a model stores none, and always reported beside the stored one."""
+TEMPERATURE_BOUNDS: tuple[float, float] = (0.01, 100.0)
+"""Fitted temperatures are kept in this range; perfectly separated data would otherwise drive T to 0."""
+
+
+def choose_threshold(
+    labels: np.ndarray, prob_positive: np.ndarray, policy: str, min_sensitivity: float = 0.98,
+    fixed_threshold: float = DEFAULT_THRESHOLD,
+) -> float:
+    """The operating threshold ``policy`` picks on this labelled set (use the rule ``prob >= threshold``).
+
+    ``youden``: the ROC point with the largest sensitivity + specificity - 1 (the highest threshold among
+    ties). ``min_sensitivity``: the highest threshold whose sensitivity is at least ``min_sensitivity``,
+    i.e. the best specificity that still misses at most ``1 - min_sensitivity`` of the pneumonias.
+    ``fixed``: ``fixed_threshold``. Candidates are scikit-learn's ``roc_curve`` thresholds, so the chosen
+    threshold reproduces the ROC point it was chosen for.
+    """
+    if policy not in THRESHOLD_POLICIES:
+        raise ValueError(f"unknown threshold policy {policy!r}; choose one of {list(THRESHOLD_POLICIES)}")
+    if policy == "fixed":
+        if not 0.0 <= fixed_threshold <= 1.0:
+            raise ValueError(f"fixed_threshold must be in [0, 1], got {fixed_threshold}")
+        return float(fixed_threshold)
+    y, p = check_binary_inputs(labels, prob_positive)
+    if len(np.unique(y)) < 2:
+        raise ValueError(f"choosing a threshold by {policy!r} needs NORMAL and PNEUMONIA images; this set has one")
+    fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
+    if policy == "youden":
+        index = int(np.argmax(tpr - fpr))
+    else:
+        if not 0.0 < min_sensitivity <= 1.0:
+            raise ValueError(f"min_sensitivity must be in (0, 1], got {min_sensitivity}")
+        index = int(np.argmax(tpr >= min_sensitivity))  # tpr rises as the threshold falls: the first is the highest
+    return float(min(thresholds[index], 1.0))  # roc_curve's first threshold is +inf: "nothing positive"
+
+
+def operating_point_record(
+    labels: np.ndarray, prob_positive: np.ndarray, policy: str, chosen_on: str, min_sensitivity: float = 0.98,
+    fixed_threshold: float = DEFAULT_THRESHOLD,
+) -> dict[str, Any]:
+    """The ``metadata["operating_point"]`` entry: the threshold, how and where it was chosen, its metrics there."""
+    threshold = choose_threshold(labels, prob_positive, policy, min_sensitivity, fixed_threshold)
+    record: dict[str, Any] = {"threshold": threshold, "policy": policy, "chosen_on": chosen_on,
+                              "count": len(labels)}
+    if policy == "min_sensitivity":
+        record["min_sensitivity"] = min_sensitivity
+    record["metrics_at_threshold"] = binary_metrics(labels, prob_positive, threshold)
+    return record
+
+
+def store_operating_point(
+    checkpoint: str | Path, predictions: Predictions, settings: EvaluationConfig, chosen_on: str, data: str,
+    extra_metadata: dict[str, Any] | None = None, out: str | Path | None = None,
+) -> dict[str, Any]:
+    """Choose the threshold on ``predictions`` with ``settings``; write it into the checkpoint's metadata.
+
+    ``chosen_on`` names the role of the data (``"val"``) and ``data`` describes it. The checkpoint is
+    rewritten atomically (to ``out`` when given) with ``extra_metadata`` merged in as well.
+    """
+    record = operating_point_record(predictions.labels, predictions.prob_positive, settings.threshold_policy,
+                                    chosen_on, settings.min_sensitivity, settings.fixed_threshold)
+    record["data"] = data
+    update_checkpoint_metadata(checkpoint, {"operating_point": record, **(extra_metadata or {})}, out)
+    return record
+
+
+def nll_at_temperature(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
+    """Mean negative log-likelihood of the labels under ``softmax(logits / temperature)``."""
+    log_probs = log_softmax(np.asarray(logits, dtype=float) / temperature, axis=1)
+    return float(-log_probs[np.arange(len(labels)), np.asarray(labels)].mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T minimising the NLL of ``softmax(logits / T)`` on these labelled logits.
+
+    The NLL is convex in ``1 / T`` (a log-sum-exp of a linear function minus a linear one), so a bounded
+    one-dimensional search over ``1 / T`` finds the global minimum.
+    """
+    logits = np.asarray(logits, dtype=float)
+    labels = np.asarray(labels)
+    if logits.ndim != 2 or len(logits) != len(labels) or len(labels) == 0:
+        raise ValueError(f"need (N, classes) logits and N labels, got shapes {logits.shape} and {labels.shape}")
+    low, high = TEMPERATURE_BOUNDS
+    result = minimize_scalar(lambda inverse: nll_at_temperature(logits, labels, 1.0 / inverse),
+                             bounds=(1.0 / high, 1.0 / low), method="bounded", options={"xatol": 1e-6})
+    return float(1.0 / result.x)
+
+
+class TemperatureScaled(nn.Module):
+    """A network whose logits are divided by a fixed temperature: the calibrated model, as served and exported."""
+
+    def __init__(self, network: nn.Module, temperature: float) -> None:
+        super().__init__()
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a positive number, got {temperature}")
+        self.network = network
+        self.temperature = temperature
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images) / self.temperature
+
+
+def stored_temperature(metadata: dict[str, Any]) -> float:
+    """The checkpoint's fitted temperature, 1.0 when it was never calibrated."""
+    return float((metadata.get("calibration") or {}).get("temperature", 1.0))
+
+
+def stored_threshold(metadata: dict[str, Any]) -> float | None:
+    """The checkpoint's (or ONNX file's) operating threshold, ``None`` when it stores none."""
+    point = metadata.get("operating_point")
+    return float(point["threshold"]) if point else None
+
+
+def load_served_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The checkpoint's network with its stored temperature applied: what evaluation and deployment run."""
+    model, metadata = model_from_checkpoint(path)
+    temperature = stored_temperature(metadata)
+    return (model if temperature == 1.0 else TemperatureScaled(model, temperature)), metadata
