@@ -17,8 +17,10 @@ from typing import Any, Literal
 
 import yaml
 
+from cxrdistill.errors import CxrDistillError
 
-class ConfigError(ValueError):
+
+class ConfigError(CxrDistillError, ValueError):
     """A config file or override that cannot be used as written."""
 
 

@@ -17,7 +17,7 @@ import torch
 
 from cxrdistill.data.io import UnreadableImageError, load_for_model
 from cxrdistill.data.transforms import normalize_intensity, to_model_input
-from cxrdistill.training.checkpoint import model_from_checkpoint
+from cxrdistill.training.checkpoint import CheckpointError, model_from_checkpoint
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def _onnx_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     metadata = {k: json.loads(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
     if "input_size" not in metadata:
-        raise ValueError(f"{path} has no cxrdistill metadata (input_size, class_names); export it with cxrdistill")
+        raise CheckpointError(f"{path} has no cxrdistill metadata (input_size, class_names); export it with cxrdistill")
     return (lambda batch: session.run(["logits"], {"image": batch})[0]), metadata
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from cxrdistill.config import ExperimentConfig
+from cxrdistill.config import ConfigError, ExperimentConfig
 from cxrdistill.distillation.sweep import TABLE_METRICS, write_table
 from cxrdistill.evaluation.evaluate import point_metrics
 from cxrdistill.evaluation.plots import plot_comparison
@@ -103,7 +103,7 @@ def compare(
         if teacher_checkpoint is not None:
             return Path(teacher_checkpoint)
         if teacher is None:
-            raise ValueError("an arm distils (it names distill.teacher) but the comparison has no teacher")
+            raise ConfigError("an arm distils (it names distill.teacher) but the comparison has no teacher")
         key = seed if teacher_per_seed else seeds[0]
         if key not in teachers:
             teachers[key] = train_arm("teacher", teacher, key)

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from cxrdistill.config import DataConfig
 from cxrdistill.data.dataset import build_dataset, default_num_workers, resolve_split
-from cxrdistill.data.layout import CLASS_NAMES, ImageRecord, scan_dataset
+from cxrdistill.data.layout import CLASS_NAMES, DatasetLayoutError, ImageRecord, scan_dataset
 from cxrdistill.evaluation.metrics import (
     MetricEstimate,
     binary_metrics,
@@ -63,7 +63,7 @@ def records_for(data: Path, split: str, data_config: DataConfig) -> tuple[list[I
         return found[""], str(data)
     resolved = resolve_split(dataclasses.replace(data_config, root=str(data), max_per_class=None), data)
     if split not in resolved.splits:
-        raise ValueError(f"{data} has no {split!r} split; available: {sorted(resolved.splits)}")
+        raise DatasetLayoutError(f"{data} has no {split!r} split; available: {sorted(resolved.splits)}")
     return resolved[split], f"{data}:{split}"
 
 

@@ -17,6 +17,7 @@ import torch
 from cxrdistill.config import ExperimentConfig, save_config
 from cxrdistill.data.dataset import DataBundle, build_loaders
 from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
+from cxrdistill.errors import CxrDistillError
 from cxrdistill.models import create_model, input_size
 from cxrdistill.training.checkpoint import checkpoint_metadata
 from cxrdistill.training.device import resolve_device, resolve_precision
@@ -24,8 +25,12 @@ from cxrdistill.training.objectives import SupervisedObjective, class_weights
 from cxrdistill.training.trainer import Trainer, TrainState, seed_everything
 
 
-class RunDirectoryError(FileExistsError):
-    """Refusing to overwrite an earlier run's checkpoints."""
+class RunDirectoryError(CxrDistillError, FileExistsError):
+    """Refusing to overwrite an earlier run's checkpoints, or to continue it with other settings."""
+
+
+class RunNotFoundError(CxrDistillError, FileNotFoundError):
+    """``--resume`` was asked for but the run folder holds no ``last.pt``."""
 
 
 @dataclass
@@ -91,7 +96,7 @@ def _run_experiment(config: ExperimentConfig, resume: bool, progress: bool) -> R
             f"or choose another name/output_dir — nothing was overwritten"
         )
     if resume and not (run_dir / "last.pt").exists():
-        raise FileNotFoundError(f"--resume: no {run_dir / 'last.pt'} to resume from")
+        raise RunNotFoundError(f"--resume: no {run_dir / 'last.pt'} to resume from")
     seed_everything(config.train.seed)
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)

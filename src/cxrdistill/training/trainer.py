@@ -31,7 +31,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from cxrdistill.config import TrainConfig
+from cxrdistill.config import ConfigError, TrainConfig
 from cxrdistill.evaluation.metrics import binary_metrics
 from cxrdistill.evaluation.predict import predict
 from cxrdistill.training.checkpoint import load_checkpoint, save_checkpoint
@@ -269,7 +269,7 @@ def make_ema(model: nn.Module, decay: float | None) -> AveragedModel | None:
     if decay is None:
         return None
     if not 0.0 < decay < 1.0:
-        raise ValueError(f"train.ema_decay must lie strictly between 0 and 1, got {decay}")
+        raise ConfigError(f"train.ema_decay must lie strictly between 0 and 1, got {decay}")
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
