@@ -76,7 +76,7 @@ def test_existing_run_is_never_overwritten(synth_root, tmp_path):
 
 def test_resume_refuses_another_architecture(synth_root, tmp_path):
     run_experiment(tiny_config(synth_root, tmp_path, "train.epochs=1"), progress=False)
-    with pytest.raises(ValueError, match="resnet18 checkpoint but the config trains resnet34"):
+    with pytest.raises(RunDirectoryError, match="model.name: 'resnet18' -> 'resnet34'"):
         run_experiment(tiny_config(synth_root, tmp_path, "model.name=resnet34"), resume=True, progress=False)
 
 

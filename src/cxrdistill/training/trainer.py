@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from cxrdistill.config import ConfigError, TrainConfig
 from cxrdistill.evaluation.metrics import binary_metrics
 from cxrdistill.evaluation.predict import predict
+from cxrdistill.files import atomic_write_text
 from cxrdistill.training.checkpoint import load_checkpoint, save_checkpoint
 from cxrdistill.training.device import Precision
 from cxrdistill.training.objectives import BatchMix, Objective
@@ -165,7 +166,7 @@ class Trainer:
         random.setstate((3, tuple(saved["rng"]["python"]), None))
         lines = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
         self.state.history = [row for row in map(json.loads, lines) if row["epoch"] <= self.state.epoch]
-        self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in self.state.history))
+        atomic_write_text(self.metrics_path, "".join(json.dumps(row) + "\n" for row in self.state.history))
 
     # -- loop --------------------------------------------------------------------------------
     def _reseed_shuffle(self, loader: DataLoader) -> None:
