@@ -170,10 +170,11 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------
     def _reseed_shuffle(self, loader: DataLoader) -> None:
-        """Each epoch's order depends on (seed, epoch) only, so a resumed run sees the batches it would have."""
-        generator = getattr(getattr(loader, "sampler", None), "generator", None)
-        if generator is not None:
-            generator.manual_seed(self.config.seed * 100_003 + self.state.epoch)
+        """Each epoch's order and augmentation depend on (seed, epoch) only (``EpochSampler.set_epoch``), so a
+        resumed run sees the batches it would have. Loaders without ``set_epoch`` (benchmarks) keep their own."""
+        set_epoch = getattr(loader.sampler, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(self.state.epoch)
 
     def train_epoch(self, loader: DataLoader) -> dict[str, float]:
         self.model.train()
