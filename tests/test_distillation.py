@@ -160,7 +160,8 @@ def test_distilled_training_runs_with_all_trainer_features(synth_root, trained_t
     result = run_experiment(config, progress=False)
     assert load_checkpoint(result.best_checkpoint)["metadata"]["config"]["distill"]["teacher_outputs"] == mode
     resumed = run_experiment(tiny_config(synth_root, tmp_path, f"distill.teacher={checkpoint}",
-                                         f"distill.teacher_outputs={mode}", "train.epochs=2"), resume=True,
+                                         f"distill.teacher_outputs={mode}", "distill.temperature=4",
+                                         "train.epochs=2"), resume=True,
                              progress=False)
     assert resumed.state.epoch == 2
 
