@@ -110,7 +110,10 @@ def test_balanced_sampler_draws_both_classes_about_equally(synth_root: Path, tmp
     assert labels.count(0) / len(labels) < 0.42  # the training set itself is imbalanced
 
     loader = bundle.loaders["train"]
-    draws = [labels[i] for _ in range(60) for i in loader.sampler]
+    draws = []
+    for epoch in range(60):
+        loader.sampler.set_epoch(epoch)
+        draws += [labels[i] for _seed, i in loader.sampler]
     share = draws.count(0) / len(draws)
     assert len(draws) == 60 * len(train)
     assert 0.45 < share < 0.55, share

@@ -218,7 +218,8 @@ def test_distilled_training_runs_with_all_trainer_features(synth_root, trained_t
     distilled_loss = result.state.history[0]["train_loss"]
     assert distilled_loss != pytest.approx(labels_only.state.history[0]["train_loss"], rel=1e-3)
     resumed = run_experiment(tiny_config(synth_root, tmp_path, f"distill.teacher={checkpoint}",
-                                         f"distill.teacher_outputs={mode}", "train.epochs=2"), resume=True,
+                                         f"distill.teacher_outputs={mode}", "distill.temperature=4",
+                                         "train.epochs=2"), resume=True,
                              progress=False)
     assert resumed.state.epoch == 2
 

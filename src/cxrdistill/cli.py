@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cxrdistill.config import ConfigError, ExperimentConfig, load_config
+from cxrdistill.config import ExperimentConfig, load_config
+from cxrdistill.errors import CxrDistillError
 
 app = typer.Typer(help="Pneumonia detection on chest X-rays with knowledge distillation.", no_args_is_help=True)
 data_app = typer.Typer(help="Inspect and make data.", no_args_is_help=True)
@@ -32,31 +33,18 @@ MinSensitivityOption = Annotated[float | None, typer.Option(help="Target for --p
 FixedThresholdOption = Annotated[float | None, typer.Option(help="Threshold for --policy fixed.")]
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from cxrdistill.data.io import UnreadableImageError
-    from cxrdistill.data.layout import DatasetLayoutError
-    from cxrdistill.data.splits import SplitFileError
-    from cxrdistill.distillation.losses import DistillationSettingError
-    from cxrdistill.distillation.teacher import TeacherCacheError
-    from cxrdistill.models.weights import WeightsNotAvailableError
-    from cxrdistill.training.checkpoint import CheckpointError
-    from cxrdistill.training.run import RunDirectoryError
-
-    return (ConfigError, DatasetLayoutError, SplitFileError, UnreadableImageError, CheckpointError,
-            WeightsNotAvailableError, RunDirectoryError, DistillationSettingError, TeacherCacheError,
-            FileNotFoundError, KeyError, ValueError)
-
-
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Known user errors print one clear line and exit with status 2 instead of a traceback."""
+    """The user's errors (:class:`CxrDistillError`) print one clear line and exit with status 2.
+
+    Anything else — a plain ``KeyError`` or ``ValueError`` included — is a bug and keeps its traceback.
+    """
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
-        except _user_errors() as error:
-            message = error.args[0] if isinstance(error, KeyError) and error.args else error
-            errors.print(f"[bold red]error:[/] {message}", highlight=False)
+        except CxrDistillError as error:
+            errors.print(f"[bold red]error:[/] {error}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -267,7 +255,7 @@ def predict(
     files: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, TIFF, DICOM).")],
     threshold: Annotated[float | None, typer.Option(
         help="PNEUMONIA when its probability is at least this (default: the model's stored operating point, "
-             "else 0.5).")] = None,
+             "else 0.5).", min=0.0, max=1.0)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Classify image files with a student (PyTorch checkpoint or ONNX via ONNX Runtime)."""

@@ -1,13 +1,13 @@
 """Safe file writing and content hashing, used by every module that stores something.
 
 A killed run must never leave a half-written checkpoint, split or cache index behind: everything is
-written to a temporary file in the same folder, flushed, then renamed over the target (atomic on POSIX).
+written to a temporary file in the same folder, flushed, then renamed over the target (atomic on POSIX;
+``os.replace`` on Windows). Nothing here is POSIX- or 3.11-only: the package must import on Windows and 3.10.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -15,6 +15,10 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from filelock import FileLock
+
+READ_CHUNK_BYTES = 1 << 20
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
@@ -44,8 +48,12 @@ def atomic_write_json(path: str | Path, payload: Any) -> Path:
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in chunks (``hashlib.file_digest`` needs Python 3.11)."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as stream:
-        return hashlib.file_digest(stream, algorithm).hexdigest()
+        while chunk := stream.read(READ_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def text_digest(*parts: object) -> str:
@@ -55,12 +63,11 @@ def text_digest(*parts: object) -> str:
 
 @contextlib.contextmanager
 def locked(path: str | Path) -> Iterator[None]:
-    """An exclusive advisory lock, so two runs sharing a cache do not write it at the same time."""
+    """An exclusive lock on the file ``path``, so two runs sharing a cache do not write it at the same time.
+
+    ``filelock`` uses ``flock`` on POSIX and ``msvcrt`` locking on Windows.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as stream:
-        fcntl.flock(stream.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(stream.fileno(), fcntl.LOCK_UN)
+    with FileLock(path):
+        yield

@@ -3,17 +3,24 @@
 A sample is a small dict, ``{"image": (3, S, S) float, "label": int, "key": str}``; ``key`` is the
 SHA-256 of the file's bytes — the identity teacher-output caches are keyed by (never a loader index,
 which changes with shuffling and splits).
+
+Training batches are reproducible from ``(seed, epoch)`` alone: :class:`EpochSampler` draws the order
+from a generator seeded per epoch and hands each draw its own augmentation seed, which the dataset
+applies wherever it runs. So a resumed run sees the batches and augmentations an uninterrupted one
+would have, whatever the number of (persistent) loader worker processes.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, WeightedRandomSampler
 
 from cxrdistill.config import DataConfig
 from cxrdistill.data.cache import DecodedImageCache, FileHasher
@@ -68,12 +75,21 @@ class XRayDataset(Dataset):
             return self.cache.row(self.rows[index])
         return load_for_model(self.records[index].path, self.image_size)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        """``index``, or ``(augmentation seed, index)`` as :class:`EpochSampler` draws them."""
+        seed, index = index if isinstance(index, tuple) else (None, index)
         try:
             pixels = self.pixels(index)
         except UnreadableImageError as error:
             raise UnreadableImageError(error.path, f"{error.reason} (file changed since the run started?)") from None
-        return {"image": self.transform(pixels), "label": self.records[index].label, "key": self.keys[index]}
+        if seed is None:
+            image = self.transform(pixels)
+        else:
+            # The transforms draw from torch's global generator; fork it so the caller's stream is untouched.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                image = self.transform(pixels)
+        return {"image": image, "label": self.records[index].label, "key": self.keys[index]}
 
     @property
     def labels(self) -> list[int]:
@@ -81,6 +97,35 @@ class XRayDataset(Dataset):
 
     def totals(self) -> dict[str, int]:
         return {name: self.labels.count(i) for i, name in enumerate(CLASS_NAMES)}
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Draws ``(augmentation seed, index)`` pairs; order and seeds depend on ``(seed, epoch)`` only.
+
+    Wraps a random sampler (shuffle or class-balanced); :meth:`set_epoch` chooses the epoch, like
+    ``DistributedSampler.set_epoch``. The sampler runs in the main process, so the epoch reaches
+    persistent worker processes with each index instead of through their once-seeded generators.
+    """
+
+    def __init__(self, sampler: RandomSampler | WeightedRandomSampler, seed: int) -> None:
+        self.sampler = sampler
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        # Every iteration starts from a fresh generator: the DataLoader calls iter() more than once per epoch
+        # with worker processes (and draws from the first iterator it then drops).
+        self.sampler.generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        draws = list(self.sampler)
+        # One seed per draw (not per image): the balanced sampler may draw an image twice in an epoch.
+        seeds = np.random.SeedSequence([self.seed, self.epoch]).generate_state(len(draws), dtype=np.uint64)
+        yield from zip(map(int, seeds), map(int, draws), strict=True)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 def default_num_workers(requested: int) -> int:
@@ -171,19 +216,20 @@ def build_loaders(
     workers = default_num_workers(config.num_workers)
     common = {"batch_size": config.batch_size, "num_workers": workers, "pin_memory": pin_memory,
               "persistent_workers": workers > 0}
-    generator = torch.Generator().manual_seed(seed)
     train = datasets["train"]
     if balance_sampler:
         counts = train.totals()
         weights = torch.tensor([1.0 / counts[CLASS_NAMES[label]] for label in train.labels])
-        sampler = WeightedRandomSampler(weights, num_samples=len(train), replacement=True, generator=generator)
-        train_loader = DataLoader(train, sampler=sampler, drop_last=len(train) > config.batch_size, **common)
+        drawn = WeightedRandomSampler(weights, num_samples=len(train), replacement=True)
     else:
-        train_loader = DataLoader(
-            train, shuffle=True, generator=generator, drop_last=len(train) > config.batch_size, **common
-        )
-    loaders = {"train": train_loader}
+        drawn = RandomSampler(train)
+    sampler = EpochSampler(drawn, seed)
+    # Each loader gets its own generator for the workers' base seeds, which the DataLoader would otherwise
+    # draw from torch's global one - once per process with persistent workers, so a resumed run would drift.
+    loaders = {"train": DataLoader(train, sampler=sampler, drop_last=len(train) > config.batch_size,
+                                   generator=torch.Generator().manual_seed(seed), **common)}
     for name, dataset in datasets.items():
         if name != "train":
-            loaders[name] = DataLoader(dataset, shuffle=False, **common)
+            loaders[name] = DataLoader(dataset, shuffle=False, generator=torch.Generator().manual_seed(seed),
+                                       **common)
     return DataBundle(split, datasets, loaders)

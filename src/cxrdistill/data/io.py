@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cxrdistill.errors import CxrDistillError
+
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".dcm"})
 
 
-class UnreadableImageError(ValueError):
+class UnreadableImageError(CxrDistillError, ValueError):
     """A file that cannot be decoded as an X-ray image; the message names the file and the cause."""
 
     def __init__(self, path: Path, reason: str) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cxrdistill.data.io import is_image_file
 from cxrdistill.data.patients import patient_or_file_id
+from cxrdistill.errors import CxrDistillError
 
 CLASS_NAMES: tuple[str, ...] = ("NORMAL", "PNEUMONIA")
 """Label order everywhere: index 1 (PNEUMONIA) is the positive class."""
@@ -20,7 +21,7 @@ SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 EXPECTED_LAYOUT = "ROOT/{train,val,test}/{NORMAL,PNEUMONIA}/*.jpeg or ROOT/{NORMAL,PNEUMONIA}/*.jpeg"
 
 
-class DatasetLayoutError(ValueError):
+class DatasetLayoutError(CxrDistillError, ValueError):
     """The folder does not look like a chest X-ray data set this toolkit can read."""
 
 

@@ -24,12 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from cxrdistill.data.layout import CLASS_NAMES, SPLIT_NAMES, ImageRecord, scan_dataset
+from cxrdistill.errors import CxrDistillError
 from cxrdistill.files import atomic_write_json, text_digest
 
 SPLIT_FILE_VERSION = 1
 
 
-class SplitFileError(ValueError):
+class SplitFileError(CxrDistillError, ValueError):
     """A saved split that no longer matches the data on disk."""
 
 

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cxrdistill.errors import InvalidArgumentError
+
 __all__ = ["CLASSES", "MARKER_FILE", "SynthSpec", "make_synthetic_dataset"]
 
 CLASSES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
@@ -67,18 +69,18 @@ class SynthSpec:
         object.__setattr__(self, "images_per_patient", tuple(self.images_per_patient))
         object.__setattr__(self, "image_size", tuple(self.image_size))
         if self.normal_patients < 1 or self.pneumonia_patients < 1:
-            raise ValueError("need at least one patient per class")
+            raise InvalidArgumentError("need at least one patient per class")
         if self.normal_patients + self.pneumonia_patients > _MAX_PATIENTS:
-            raise ValueError(f"at most {_MAX_PATIENTS} patients in total")
+            raise InvalidArgumentError(f"at most {_MAX_PATIENTS} patients in total")
         low, high = self.images_per_patient
         if not 1 <= low <= high:
-            raise ValueError(f"images_per_patient must satisfy 1 <= low <= high, got {(low, high)}")
+            raise InvalidArgumentError(f"images_per_patient must satisfy 1 <= low <= high, got {(low, high)}")
         if min(self.image_size) < 32:
-            raise ValueError(f"image_size must be at least 32x32, got {self.image_size}")
+            raise InvalidArgumentError(f"image_size must be at least 32x32, got {self.image_size}")
         if not 0.0 <= self.test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
+            raise InvalidArgumentError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
         if self.seed < 0:
-            raise ValueError(f"seed must be non-negative, got {self.seed}")
+            raise InvalidArgumentError(f"seed must be non-negative, got {self.seed}")
 
 
 @dataclass(frozen=True)

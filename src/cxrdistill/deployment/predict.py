@@ -18,6 +18,7 @@ import torch
 from cxrdistill.data.io import UnreadableImageError, load_for_model
 from cxrdistill.data.transforms import normalize_intensity, to_model_input
 from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, load_served_model, stored_threshold
+from cxrdistill.training.checkpoint import CheckpointError
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ def _onnx_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     metadata = {k: json.loads(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
     if "input_size" not in metadata:
-        raise ValueError(f"{path} has no cxrdistill metadata (input_size, class_names); export it with cxrdistill")
+        raise CheckpointError(f"{path} has no cxrdistill metadata (input_size, class_names); export it with cxrdistill")
     return (lambda batch: session.run(["logits"], {"image": batch})[0]), metadata
 
 

@@ -52,6 +52,7 @@ from rich.table import Table
 from torch import nn
 
 from cxrdistill.config import ModelConfig
+from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.models import MODELS, create_model, input_size
 from cxrdistill.models.summary import count_flops
 from cxrdistill.training.checkpoint import model_from_checkpoint
@@ -173,14 +174,14 @@ def profile_model(
     """
     from_checkpoint = Path(target).is_file()
     if not from_checkpoint and target not in MODELS:
-        raise ValueError(
+        raise InvalidArgumentError(
             f"{target!r} is neither an existing checkpoint file nor a registered model name; "
             f"known models: {', '.join(MODELS.names())}"
         )
     for name, value, least in (("batch_size", batch_size, 1), ("repeats", repeats, 1),
                                ("train_steps", train_steps, 1), ("batches", batches, 1), ("warmup", warmup, 0)):
         if value < least:
-            raise ValueError(f"{name} must be at least {least}, got {value}")
+            raise InvalidArgumentError(f"{name} must be at least {least}, got {value}")
     resolved = resolve_device(device)
     if resolved.type == "cuda" and resolved.index is None:
         resolved = torch.device("cuda", torch.cuda.current_device())

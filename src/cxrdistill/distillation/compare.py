@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from cxrdistill.config import ExperimentConfig
+from cxrdistill.config import ConfigError, ExperimentConfig
 from cxrdistill.evaluation.evaluate import TABLE_METRICS, load_run_evaluation
 from cxrdistill.evaluation.metrics import MetricEstimate, summarize_runs
 from cxrdistill.evaluation.plots import plot_comparison
@@ -124,7 +124,7 @@ def compare(
         if teacher_checkpoint is not None:
             return Path(teacher_checkpoint)
         if teacher is None:
-            raise ValueError("an arm distils (it names distill.teacher) but the comparison has no teacher")
+            raise ConfigError("an arm distils (it names distill.teacher) but the comparison has no teacher")
         key = seed if teacher_per_seed else seeds[0]
         if key not in teachers:
             teachers[key] = train_arm("teacher", teacher, key)

@@ -29,12 +29,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from cxrdistill.config import DistillConfig
+from cxrdistill.errors import CxrDistillError
 from cxrdistill.registry import Registry
 
 DISTILLATION_LOSSES: Registry[Callable[[DistillConfig], nn.Module]] = Registry("distillation loss")
 
 
-class DistillationSettingError(ValueError):
+class DistillationSettingError(CxrDistillError, ValueError):
     """A distillation setting outside its valid range."""
 
 

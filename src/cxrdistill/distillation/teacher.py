@@ -24,6 +24,7 @@ from cxrdistill.config import DataConfig
 from cxrdistill.data.dataset import build_dataset
 from cxrdistill.data.layout import ImageRecord
 from cxrdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cxrdistill.errors import CxrDistillError
 from cxrdistill.evaluation.predict import predict, resize_batch
 from cxrdistill.files import atomic_write, file_digest, text_digest
 from cxrdistill.training.checkpoint import check_class_names, model_from_checkpoint
@@ -32,7 +33,7 @@ from cxrdistill.training.device import Precision
 CACHE_FORMAT = "cxrdistill-teacher-logits/1"
 
 
-class TeacherCacheError(ValueError):
+class TeacherCacheError(CxrDistillError, ValueError):
     """A teacher-logit cache that does not belong to this teacher or these images."""
 
 

@@ -26,6 +26,7 @@ from sklearn.metrics import roc_curve
 from torch import nn
 
 from cxrdistill.config import EvaluationConfig
+from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.metrics import binary_metrics, check_binary_inputs
 from cxrdistill.evaluation.predict import Predictions
 from cxrdistill.training.checkpoint import model_from_checkpoint, update_checkpoint_metadata
@@ -50,20 +51,21 @@ def choose_threshold(
     threshold reproduces the ROC point it was chosen for.
     """
     if policy not in THRESHOLD_POLICIES:
-        raise ValueError(f"unknown threshold policy {policy!r}; choose one of {list(THRESHOLD_POLICIES)}")
+        raise InvalidArgumentError(f"unknown threshold policy {policy!r}; choose one of {list(THRESHOLD_POLICIES)}")
     if policy == "fixed":
         if not 0.0 <= fixed_threshold <= 1.0:
-            raise ValueError(f"fixed_threshold must be in [0, 1], got {fixed_threshold}")
+            raise InvalidArgumentError(f"fixed_threshold must be in [0, 1], got {fixed_threshold}")
         return float(fixed_threshold)
     y, p = check_binary_inputs(labels, prob_positive)
     if len(np.unique(y)) < 2:
-        raise ValueError(f"choosing a threshold by {policy!r} needs NORMAL and PNEUMONIA images; this set has one")
+        raise InvalidArgumentError(
+            f"choosing a threshold by {policy!r} needs NORMAL and PNEUMONIA images; this set has one")
     fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
     if policy == "youden":
         index = int(np.argmax(tpr - fpr))
     else:
         if not 0.0 < min_sensitivity <= 1.0:
-            raise ValueError(f"min_sensitivity must be in (0, 1], got {min_sensitivity}")
+            raise InvalidArgumentError(f"min_sensitivity must be in (0, 1], got {min_sensitivity}")
         index = int(np.argmax(tpr >= min_sensitivity))  # tpr rises as the threshold falls: the first is the highest
     return float(min(thresholds[index], 1.0))  # roc_curve's first threshold is +inf: "nothing positive"
 

@@ -27,7 +27,8 @@ from torch.utils.data import DataLoader
 
 from cxrdistill.config import DataConfig, EvaluationConfig, config_from_dict
 from cxrdistill.data.dataset import build_dataset, default_num_workers, resolve_split
-from cxrdistill.data.layout import CLASS_NAMES, ImageRecord, scan_dataset
+from cxrdistill.data.layout import CLASS_NAMES, DatasetLayoutError, ImageRecord, scan_dataset
+from cxrdistill.errors import CxrDistillError, InvalidArgumentError
 from cxrdistill.evaluation.calibration import (
     DEFAULT_THRESHOLD,
     load_served_model,
@@ -52,6 +53,9 @@ from cxrdistill.training.device import resolve_device, resolve_precision
 RUN_EVALUATION_FILE = "evaluation.json"
 TABLE_METRICS: tuple[str, ...] = ("accuracy", "sensitivity", "specificity", "roc_auc", "loss", "ece")
 
+
+class RunEvaluationMissingError(CxrDistillError, FileNotFoundError):
+    """A run folder without the ``evaluation.json`` that training writes (an interrupted or older run)."""
 
 @dataclass
 class ThresholdedMetrics:
@@ -136,11 +140,11 @@ def records_for(data: Path, split: str, data_config: DataConfig) -> tuple[list[I
         return found[""], str(data)
     if "train" not in found:
         if split not in found:
-            raise ValueError(f"{data} has no {split}/ folder; available: {sorted(found)}")
+            raise DatasetLayoutError(f"{data} has no {split}/ folder; available: {sorted(found)}")
         return found[split], f"{data}:{split}"
     resolved = resolve_split(dataclasses.replace(data_config, root=str(data), max_per_class=None), data)
     if split not in resolved.splits:
-        raise ValueError(f"{data} has no {split!r} split; available: {sorted(resolved.splits)}")
+        raise DatasetLayoutError(f"{data} has no {split!r} split; available: {sorted(resolved.splits)}")
     return resolved[split], f"{data}:{split}"
 
 
@@ -278,8 +282,9 @@ def external_set_names(external: Sequence[str | Path]) -> dict[str, Path]:
     for folder in map(Path, external):
         name = folder.name or str(folder)
         if name in names or name in ("val", "test"):
-            raise ValueError(f"two evaluation sets would both be called {name!r} ({names.get(name, name)} and "
-                             f"{folder}); give the external folders distinct names")
+            raise InvalidArgumentError(
+                f"two evaluation sets would both be called {name!r} ({names.get(name, name)} and {folder}); "
+                f"give the external folders distinct names")
         names[name] = folder
     return names
 
@@ -332,7 +337,8 @@ def load_run_evaluation(checkpoint: str | Path) -> dict[str, SetEvaluation]:
     """Read the ``evaluation.json`` that training wrote beside ``checkpoint``."""
     path = Path(checkpoint).parent / RUN_EVALUATION_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the run was not evaluated after training; resume it to do so")
+        raise RunEvaluationMissingError(
+            f"{path} is missing: the run was not evaluated after training; resume it to do so")
     raw = json.loads(path.read_text())
     return {
         name: SetEvaluation(

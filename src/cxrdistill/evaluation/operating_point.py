@@ -21,6 +21,7 @@ from typing import Any
 from cxrdistill.config import EvaluationConfig, config_from_dict
 from cxrdistill.data.layout import CLASS_NAMES, ImageRecord
 from cxrdistill.data.splits import split_patients
+from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.calibration import fit_temperature, nll_at_temperature, store_operating_point
 from cxrdistill.evaluation.evaluate import (
     EvaluationReport,
@@ -72,7 +73,7 @@ def calibrate_on_records(
     """Fit the temperature on the network's raw logits, then the threshold on the recalibrated probabilities."""
     checkpoint, out = Path(checkpoint), Path(out)
     if out.resolve() == checkpoint.resolve():
-        raise ValueError(f"calibrate writes a new checkpoint; choose an --out other than {checkpoint}")
+        raise InvalidArgumentError(f"calibrate writes a new checkpoint; choose an --out other than {checkpoint}")
     network, metadata = model_from_checkpoint(checkpoint)  # raw logits: any earlier temperature is refitted
     check_class_names(metadata, str(checkpoint))
     config = config_from_dict(metadata["config"])
@@ -102,14 +103,15 @@ def calibrate_and_evaluate(
     """
     out_dir = Path(out_dir)
     if not 0.0 < calibration_fraction < 1.0:
-        raise ValueError(f"calibration_fraction must be between 0 and 1, got {calibration_fraction}")
+        raise InvalidArgumentError(f"calibration_fraction must be between 0 and 1, got {calibration_fraction}")
     records, description = records_for(Path(data), split, load_for_evaluation(checkpoint)[2])
     parts = split_patients(records, {"calibration": calibration_fraction}, seed)
     calibration_part, held_out = parts["calibration"], parts["train"]
     for name, part in (("calibration", calibration_part), ("held-out", held_out)):
         if {r.label for r in part} != set(range(len(CLASS_NAMES))):
-            raise ValueError(f"the {name} part of {description} lacks a class ({len(part)} images); use a larger "
-                             f"folder or another --calibration-fraction")
+            raise InvalidArgumentError(
+                f"the {name} part of {description} lacks a class ({len(part)} images); use a larger folder or "
+                f"another --calibration-fraction")
     atomic_write_json(out_dir / "split.json", {
         "data": description, "seed": seed, "calibration_fraction": calibration_fraction,
         "calibration": [str(r.path) for r in calibration_part], "held_out": [str(r.path) for r in held_out],

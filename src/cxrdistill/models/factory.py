@@ -80,5 +80,5 @@ def input_size(config: ModelConfig, override: int | None = None) -> int:
     spec = model_spec(config.name)
     size = override or spec.input_size
     if size < spec.min_input_size:
-        raise ValueError(f"{spec.name} needs inputs of at least {spec.min_input_size}px, got {size}")
+        raise ConfigError(f"{spec.name} needs inputs of at least {spec.min_input_size}px, got {size}")
     return size

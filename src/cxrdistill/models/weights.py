@@ -15,11 +15,16 @@ import torch
 from torch import nn
 from torchvision import models as tv
 
+from cxrdistill.errors import CxrDistillError
 from cxrdistill.models.registry import ModelSpec
 
 
-class WeightsNotAvailableError(FileNotFoundError):
+class WeightsNotAvailableError(CxrDistillError, FileNotFoundError):
     """Pretrained weights were asked for but are not on this machine."""
+
+
+class WeightsFileError(CxrDistillError, ValueError):
+    """A weights file (``model.init: PATH``) that is not a state dict, or one for another architecture."""
 
 
 def imagenet_weights_path(spec: ModelSpec) -> tuple[Path, str]:
@@ -35,11 +40,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling errors come in many types; all mean "not a plain state dict"
-        raise ValueError(f"{path} is not a plain PyTorch state dict (refused to unpickle code): {error}") from error
+        raise WeightsFileError(
+            f"{path} is not a plain PyTorch state dict (refused to unpickle code): {error}"
+        ) from error
     if isinstance(payload, dict) and "model_state" in payload:
         payload = payload["model_state"]  # a cxrdistill checkpoint
     if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors")
+        raise WeightsFileError(f"{path} does not hold a state dict of tensors")
     return payload
 
 
@@ -51,7 +58,7 @@ def load_backbone_weights(model: nn.Module, spec: ModelSpec, state: dict[str, to
     missing = [k for k in own if k not in state]
     strays = [k for k in skipped + unexpected + missing if not k.startswith(spec.head) and "num_batches" not in k]
     if strays:
-        raise ValueError(
+        raise WeightsFileError(
             f"weights from {source} do not fit {spec.name}: e.g. {strays[0]!r} differs "
             f"({len(strays)} tensors outside the head); is it a file for another architecture?"
         )

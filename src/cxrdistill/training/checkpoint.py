@@ -24,6 +24,7 @@ from cxrdistill import __version__
 from cxrdistill.config import ExperimentConfig, config_from_dict
 from cxrdistill.data.layout import CLASS_NAMES
 from cxrdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cxrdistill.errors import CxrDistillError
 from cxrdistill.files import atomic_write
 from cxrdistill.models import ModelBuild, model_build, rebuild_model
 
@@ -31,7 +32,7 @@ CHECKPOINT_FORMAT = "cxrdistill-checkpoint/1"
 INTENDED_USE = "Research on pneumonia detection in paediatric chest X-rays. Not a medical device."
 
 
-class CheckpointError(ValueError):
+class CheckpointError(CxrDistillError, ValueError):
     """A file that is not a usable cxrdistill checkpoint, or one for another model or label set."""
 
 

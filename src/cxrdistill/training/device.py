@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from cxrdistill.errors import CxrDistillError
+
 
 @dataclass(frozen=True)
 class Precision:
@@ -24,12 +26,16 @@ class Precision:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
 
+class DeviceNotAvailableError(CxrDistillError, RuntimeError):
+    """A device was asked for (``train.device``, ``--device``) that this machine does not have."""
+
+
 def resolve_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {requested!r} was asked for but CUDA is not available; use device=cpu")
+        raise DeviceNotAvailableError(f"device {requested!r} was asked for but CUDA is not available; use device=cpu")
     return device
 
 

@@ -14,20 +14,25 @@ from pathlib import Path
 
 import torch
 
-from cxrdistill.config import ExperimentConfig, save_config
+from cxrdistill.config import NOT_STORED, ExperimentConfig, config_differences, config_digest, save_config
 from cxrdistill.data.dataset import DataBundle, build_loaders
 from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
+from cxrdistill.errors import CxrDistillError
 from cxrdistill.evaluation.evaluate import evaluate_run
 from cxrdistill.evaluation.operating_point import choose_on_val
 from cxrdistill.models import create_model, input_size
-from cxrdistill.training.checkpoint import checkpoint_metadata
+from cxrdistill.training.checkpoint import checkpoint_metadata, load_checkpoint
 from cxrdistill.training.device import resolve_device, resolve_precision
 from cxrdistill.training.objectives import SupervisedObjective, class_weights
 from cxrdistill.training.trainer import Trainer, TrainState, seed_everything
 
 
-class RunDirectoryError(FileExistsError):
-    """Refusing to overwrite an earlier run's checkpoints."""
+class RunDirectoryError(CxrDistillError, FileExistsError):
+    """Refusing to overwrite an earlier run's checkpoints, or to continue it with other settings."""
+
+
+class RunNotFoundError(CxrDistillError, FileNotFoundError):
+    """``--resume`` was asked for but the run folder holds no ``last.pt``."""
 
 
 @dataclass
@@ -93,7 +98,9 @@ def _run_experiment(config: ExperimentConfig, resume: bool, progress: bool) -> R
             f"or choose another name/output_dir — nothing was overwritten"
         )
     if resume and not (run_dir / "last.pt").exists():
-        raise FileNotFoundError(f"--resume: no {run_dir / 'last.pt'} to resume from")
+        raise RunNotFoundError(f"--resume: no {run_dir / 'last.pt'} to resume from")
+    if resume:
+        refuse_other_settings(config)
     seed_everything(config.train.seed)
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
@@ -113,8 +120,8 @@ def _run_experiment(config: ExperimentConfig, resume: bool, progress: bool) -> R
     objective = build_objective(config, bundle, supervised_objective(config, bundle), precision, size, progress)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
-    trainer = Trainer(model, objective, config.train, precision, run_dir, checkpoint_metadata(config, size), size,
-                      progress)
+    metadata = {**checkpoint_metadata(config, size), "config_digest": config_digest(config)}
+    trainer = Trainer(model, objective, config.train, precision, run_dir, metadata, size, progress)
     if resume:
         trainer.resume()
     state = trainer.fit(bundle.loaders)
@@ -140,6 +147,22 @@ def evaluate_after_training(
     if progress:
         print(f"operating thresholds chosen on val ({settings.threshold_policy}); evaluation of {handed_on.name} "
               f"on test and external sets: {handed_on.parent / 'evaluation.md'}")
+def refuse_other_settings(config: ExperimentConfig) -> None:
+    """Continue (or reuse) the run in ``config.run_dir`` only with the settings it was trained with.
+
+    Compared key by key with the config stored in its ``last.pt``; ``SETTINGS_FREE_TO_CHANGE`` (epochs,
+    threads, workers, device, ...) may differ.
+    """
+    last = config.run_dir / "last.pt"
+    differences = config_differences(load_checkpoint(last)["metadata"]["config"], config)
+    if differences:
+        listed = ", ".join(f"{key}: {old if old is NOT_STORED else repr(old)} -> {new!r}"
+                           for key, (old, new) in differences.items())
+        raise RunDirectoryError(
+            f"{config.run_dir} holds a run trained with other settings ({listed}); it was neither continued "
+            f"nor reused. Continue it with its own settings ({config.run_dir / 'config.yaml'}), or give this "
+            f"run another name or output folder (sweeps and comparisons: another --out)"
+        )
 
 
 def train_or_resume(config: ExperimentConfig, progress: bool = True) -> Path:

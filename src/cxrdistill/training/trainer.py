@@ -31,9 +31,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from cxrdistill.config import TrainConfig
+from cxrdistill.config import ConfigError, TrainConfig
 from cxrdistill.evaluation.metrics import binary_metrics
 from cxrdistill.evaluation.predict import predict
+from cxrdistill.files import atomic_write_text
 from cxrdistill.models import train_mode
 from cxrdistill.training.checkpoint import load_checkpoint, save_checkpoint
 from cxrdistill.training.device import Precision
@@ -166,14 +167,15 @@ class Trainer:
         random.setstate((3, tuple(saved["rng"]["python"]), None))
         lines = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
         self.state.history = [row for row in map(json.loads, lines) if row["epoch"] <= self.state.epoch]
-        self.metrics_path.write_text("".join(json.dumps(row) + "\n" for row in self.state.history))
+        atomic_write_text(self.metrics_path, "".join(json.dumps(row) + "\n" for row in self.state.history))
 
     # -- loop --------------------------------------------------------------------------------
     def _reseed_shuffle(self, loader: DataLoader) -> None:
-        """Each epoch's order depends on (seed, epoch) only, so a resumed run sees the batches it would have."""
-        generator = getattr(getattr(loader, "sampler", None), "generator", None)
-        if generator is not None:
-            generator.manual_seed(self.config.seed * 100_003 + self.state.epoch)
+        """Each epoch's order and augmentation depend on (seed, epoch) only (``EpochSampler.set_epoch``), so a
+        resumed run sees the batches it would have. Loaders without ``set_epoch`` (benchmarks) keep their own."""
+        set_epoch = getattr(loader.sampler, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(self.state.epoch)
 
     def train_epoch(self, loader: DataLoader) -> dict[str, float]:
         train_mode(self.model)
@@ -270,7 +272,7 @@ def make_ema(model: nn.Module, decay: float | None) -> AveragedModel | None:
     if decay is None:
         return None
     if not 0.0 < decay < 1.0:
-        raise ValueError(f"train.ema_decay must lie strictly between 0 and 1, got {decay}")
+        raise ConfigError(f"train.ema_decay must lie strictly between 0 and 1, got {decay}")
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
