@@ -60,7 +60,7 @@ def set_ups(quick: bool) -> dict[str, SetUp]:
         tiny = SynthSpec(6, 8, image_size=(96, 80))
         return {"reduced": SetUp(tiny, "resnet18", 64, 80, epochs=2, rounds=1),
                 "paper_size": SetUp(tiny, "resnet18", 64, 96, epochs=2, rounds=1)}
-    # Sized for a shared 2-core machine: ~200 training images at 96 px, a few dozen at the paper's sizes.
+    # Sized for a shared 2-core machine: ~125 training images at 96 px, a few dozen at the paper's sizes.
     return {"reduced": SetUp(SynthSpec(40, 60), "alexnet", 96, 96, epochs=3, rounds=2),
             "paper_size": SetUp(SynthSpec(8, 12), "alexnet", 224, 299, epochs=2, rounds=2)}
 

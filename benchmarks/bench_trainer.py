@@ -70,6 +70,9 @@ def make_trainer(model: nn.Module, config: TrainConfig, run_dir: Path, size: int
 
 def main(argv: list[str] | None = None) -> dict:
     options = parser(__doc__.splitlines()[0])
+    options.add_argument("--skip", action="append", default=[], choices=["channels_last", "bf16_autocast", "compile"],
+                         help="leave a switch out (repeatable), e.g. bf16_autocast on a CPU without bf16 "
+                              "instructions, where it falls back to a slow reference matrix multiply")
     args, argv = parse(options, argv)
     if args.quick:
         size, batch_size, count, rounds, with_compile = 64, 8, 2, 2, False
@@ -80,6 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
                "bf16_autocast": replace(base, amp="on")}
     if with_compile:
         configs["compile"] = replace(base, compile=True)
+    skipped = {name: "not measured: skipped (--skip)" for name in args.skip}
+    configs = {name: config for name, config in configs.items() if name not in skipped}
     batches = make_batches(count, batch_size, size)
     reference = create_model(ModelConfig(name="alexnet"), image_size=size)
     print(f"alexnet@{size}px, batch {batch_size}, {count} batches/epoch, {rounds} timed round(s), "
@@ -124,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     ratios = {"trainer_vs_hand_loop": per_round("hand_loop", "default")}
     targets = {"trainer_vs_hand_loop": check("Trainer.train_epoch / hand loop, images/s",
                                              ratios["trainer_vs_hand_loop"], TARGET)}
-    recommendations = {}
+    recommendations = dict(skipped)
     for name in configs:
         if name == "default":
             continue

@@ -36,12 +36,18 @@ def test_provenance_names_commit_config_machine_and_versions() -> None:
     assert record["date"] and json.loads(json.dumps(record)) == record
 
 
-def test_git_state_flags_uncommitted_changes(tmp_path: Path) -> None:
+def test_git_state_flags_changed_code_but_not_rewritten_results(tmp_path: Path) -> None:
+    """Benchmarks rewrite committed result files as they go; only changed code makes a result 'dirty'."""
     assert git_state(tmp_path) is None  # not a checkout
     git(tmp_path, "init", "-q")
     (tmp_path / "code.py").write_text("x = 1\n")
-    git(tmp_path, "add", "code.py")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "bench.json").write_text("{}\n")
+    git(tmp_path, "add", "code.py", "benchmarks/results/bench.json")
     git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "first")
-    assert git_state(tmp_path) == {"commit": git(tmp_path, "rev-parse", "HEAD"), "dirty": False}
+    clean = {"commit": git(tmp_path, "rev-parse", "HEAD"), "dirty": False, "changed": []}
+    assert git_state(tmp_path) == clean
+    (tmp_path / "benchmarks" / "results" / "bench.json").write_text('{"ratio": 2}\n')
+    assert git_state(tmp_path) == clean
     (tmp_path / "code.py").write_text("x = 2\n")
-    assert git_state(tmp_path)["dirty"] is True
+    assert git_state(tmp_path) == {**clean, "dirty": True, "changed": ["code.py"]}

@@ -46,18 +46,23 @@ def provenance(command: Sequence[str] | None = None, config: Mapping[str, Any] |
     }
 
 
+RESULT_PATHS = ("benchmarks/results",)
+"""Committed result files, rewritten by the very runs that record provenance: not a change to the code."""
+
+
 def git_state(root: Path = SOURCE_ROOT) -> dict[str, Any] | None:
-    """The commit of the code that ran and whether tracked files differed from it; None outside a git checkout."""
+    """The commit of the code that ran and the tracked files that differed from it; None outside a git checkout."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True,
                               timeout=30).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
-        changed = git("status", "--porcelain", "--untracked-files=no")
+        changed = git("diff", "HEAD", "--name-only", "--", ".", *(f":(exclude){path}" for path in RESULT_PATHS))
     except (OSError, subprocess.SubprocessError):
         return None
-    return {"commit": commit, "dirty": bool(changed)}
+    files = changed.splitlines()
+    return {"commit": commit, "dirty": bool(files), "changed": files}
 
 
 def package_versions() -> dict[str, str]:
