@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
 
 from rich.console import Console
 
-from cxrdistill.deployment.profile import compare_profiles, describe_machine, format_table, profile_model
+from cxrdistill.deployment.profile import compare_profiles, format_table, profile_model
+from cxrdistill.provenance import provenance
 from cxrdistill.training.device import resolve_device
 
 PAPER_TABLE_V = {"alexnet": {"gpu_memory_gb": 1.89, "gpu_utilisation_percent": 44.44},
@@ -53,9 +53,10 @@ def main(argv: list[str] | None = None) -> dict:
     amp_modes = ["on", "off"] if args.amp == "both" else [args.amp]
     args.output.mkdir(parents=True, exist_ok=True)
     path = args.output / "gpu_profile.json"
-    record: dict = {"benchmark": "gpu_profile", "command": shlex.join([sys.executable, __file__, *argv]),
-                    "quick": args.quick, "machine": describe_machine(), "paper_table_v": PAPER_TABLE_V,
-                    "profiles": {}, "ratios_teacher_vs_student": {}}
+    config = {"arguments": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
+              "plan": plan, "batch_size": batch_size, "repeats": repeats, "batches": batches, "warmup": warmup}
+    record: dict = {"benchmark": "gpu_profile", "quick": args.quick, **provenance([__file__, *argv], config),
+                    "paper_table_v": PAPER_TABLE_V, "profiles": {}, "ratios_teacher_vs_student": {}}
     console = Console(width=140)
     for amp in amp_modes:
         done = {}

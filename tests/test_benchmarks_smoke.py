@@ -15,6 +15,7 @@ from types import ModuleType
 
 import pytest
 import torch
+from PIL import Image
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -37,27 +38,80 @@ def load(name: str) -> ModuleType:
 
 
 def check_result(path: Path, name: str) -> dict:
+    """The plumbing every result shares: provenance, verdicts, and ratios with their interval over rounds."""
     record = json.loads(path.read_text())
     assert record["benchmark"] == name and record["quick"] is True
-    assert record["machine"]["cpu"] and record["machine"]["cores"] >= 1 and record["machine"]["torch"]
-    assert record["machine"]["date"] and f"benchmarks/{name}.py" in record["command"]
+    machine = record["machine"]
+    assert machine["cpu"] and machine["cores"] >= 1 and machine["memory_gb"] and isinstance(machine["gpus"], list)
+    assert record["date"] and record["git"]["commit"] and f"benchmarks/{name}.py" in record["command"]
+    assert {"python", "torch", "torchvision", "Pillow", "numpy", "cxrdistill"} <= set(record["versions"])
+    assert record["config"]["arguments"]["quick"] is True
     for verdict in record["targets"].values():
         assert verdict["ratio"] > 0 and isinstance(verdict["met"], bool)
+    for ratio in record["ratios"].values():
+        if not isinstance(ratio, dict):  # a single measured ratio (bench_teacher_student's profiles)
+            assert ratio > 0
+            continue
+        assert ratio["mean"] > 0 and len(ratio["per_round"]) == ratio["rounds"]
+        if ratio["rounds"] > 1:
+            assert ratio["low"] <= ratio["mean"] <= ratio["high"]
     return record
+
+
+def make_224_px_folder(root: Path, per_class: int = 3) -> Path:
+    """A few 224x224 RGB JPEGs in ``ROOT/{NORMAL,PNEUMONIA}``, like the shared re-encoded Kermany copy."""
+    generator = torch.Generator().manual_seed(0)
+    for label in ("NORMAL", "PNEUMONIA"):
+        (root / label).mkdir(parents=True)
+        for index in range(per_class):
+            grey = torch.randint(0, 256, (224, 224), generator=generator, dtype=torch.uint8)
+            Image.fromarray(grey.expand(3, -1, -1).permute(1, 2, 0).numpy(), mode="RGB").save(
+                root / label / f"person{index}_{label.lower()}_{index}.jpeg")
+    return root
+
+
+def check_data(module: ModuleType, payload: dict) -> None:
+    """The cache is compared with the naive RGB recipe and with a careful grey loader, on large and 224-px files."""
+    for case in ("synthetic_full_size", "real_224"):
+        for baseline in ("naive_rgb", "careful_grey"):
+            assert {f"{case}/warm_vs_{baseline}", f"{case}/cold_vs_{baseline}"} <= set(payload["ratios"])
+    assert all(ratio["rounds"] >= 2 for ratio in payload["ratios"].values())
+
+
+def check_trainer(module: ModuleType, payload: dict) -> None:
+    """A switch is kept only when the lower end of its interval over rounds clears the cut-off."""
+    measured = [name for name in payload["recommendations"] if f"{name}_vs_default" in payload["ratios"]]
+    assert measured
+    for name in measured:
+        ratio = payload["ratios"][f"{name}_vs_default"]
+        assert ratio["rounds"] >= 2
+        assert payload["recommendations"][name].startswith("keep") == (ratio["low"] >= module.KEEP_THRESHOLD)
+
+
+def check_distill(module: ModuleType, payload: dict) -> None:
+    """Both set-ups (reduced 96-px teacher, paper-sized teacher and student) with the teacher-cache set-up time."""
+    for case in ("reduced", "paper_size"):
+        assert {f"{case}/cached_vs_plain", f"{case}/online_vs_plain"} <= set(payload["ratios"])
+        assert payload["measurements"][case]["teacher_cache_setup_seconds"] > 0
+
+
+CHECKS = {"bench_data": check_data, "bench_trainer": check_trainer, "bench_distill": check_distill}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "extra"),
-    [("bench_data", ["--fixtures-dir", "{tmp}/fixtures"]), ("bench_distill", []), ("bench_trainer", []),
-     ("bench_teacher_student", [])],
+    [("bench_data", ["--fixtures-dir", "{tmp}/fixtures", "--real-224-root", "{tmp}/real-224"]),
+     ("bench_distill", []), ("bench_trainer", []), ("bench_teacher_student", [])],
 )
 def test_benchmark_quick(name: str, extra: list[str], tmp_path: Path) -> None:
+    make_224_px_folder(tmp_path / "real-224")
     argv = ["--quick", "--threads", "1", "--results-dir", str(tmp_path), *(a.format(tmp=tmp_path) for a in extra)]
-    payload = load(name).main(argv)
+    module = load(name)
+    payload = module.main(argv)
     record = check_result(tmp_path / f"{name}.json", name)
     assert record["ratios"] == json.loads(json.dumps(payload["ratios"]))
-    assert all(value > 0 for value in record["ratios"].values())
+    CHECKS.get(name, lambda *_: None)(module, payload)
 
 
 @pytest.mark.slow
@@ -65,6 +119,7 @@ def test_gpu_profile_cpu_smoke(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     load("gpu_profile").main(["--device", "cpu", "--quick", "--amp", "off", "--results-dir", str(tmp_path)])
     record = json.loads((tmp_path / "gpu_profile.json").read_text())
+    assert record["git"]["commit"] and record["versions"]["torch"] and record["config"]["batch_size"] == 4
     assert set(record["profiles"]) == {"inception_v3/amp=off", "alexnet/amp=off"}
     assert record["profiles"]["alexnet/amp=off"]["train_images_per_s"] > 0
     assert record["ratios_teacher_vs_student"]["amp=off"]["gflops"] > 1

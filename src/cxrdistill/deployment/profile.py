@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import datetime as _dt
 import io
 import multiprocessing
 import os
-import platform
 import resource
 import sys
 import threading
@@ -55,6 +53,7 @@ from cxrdistill.config import ModelConfig
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.models import MODELS, create_model, input_size
 from cxrdistill.models.summary import count_flops
+from cxrdistill.provenance import cpu_name, describe_machine  # noqa: F401 (describe_machine re-exported)
 from cxrdistill.training.checkpoint import model_from_checkpoint
 from cxrdistill.training.device import Precision, resolve_device, resolve_precision
 from cxrdistill.training.objectives import SupervisedObjective
@@ -230,37 +229,6 @@ def format_table(profiles: list[ResourceProfile]) -> Table:
     table.caption = (f"{first.device_name} ({first.device}, {first.threads} threads), torch {first.torch_version}, "
                      f"{first.precision}, batch {first.batch_size}; memory: {first.memory_scope}")
     return table
-
-
-def describe_machine() -> dict[str, Any]:
-    """The facts a timing needs beside it: CPU model, cores, memory, GPUs, versions and the date."""
-    machine: dict[str, Any] = {
-        "cpu": cpu_name(),
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "memory_gb": _total_memory_gb(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": str(torch.__version__),
-        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if torch.cuda.is_available():
-        machine["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        machine["cuda"] = torch.version.cuda
-    return machine
-
-
-def cpu_name() -> str:
-    """The CPU's marketing name: timings mean little without it (``platform.processor()`` is often empty)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # -- measurement (runs in the spawned process when isolated) ---------------------------------------------
@@ -527,16 +495,6 @@ def _current_rss_mb() -> float:
     except OSError:
         return _peak_rss_mb()
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / MB
-
-
-def _total_memory_gb() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) * 1024 / 1e9, 1)
-    except OSError:
-        pass
-    return None
 
 
 def _format(value: Any, fmt: str) -> str:
