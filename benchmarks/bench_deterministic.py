@@ -78,11 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     identical = all(torch.equal(a, b) for a, b in zip(twins[0].model.state_dict().values(),
                                                        twins[1].model.state_dict().values(), strict=True))
     print(f"two deterministic epochs from one start identical: {identical}")
-    write_result(NAME, __file__, argv, args, {
-        "settings": {"size": size, "batch_size": batch_size, "batches": args.batches, "rounds": args.rounds},
-        "seconds": seconds, "images_per_s": speed, "deterministic_over_default": ratio,
-        "identical_weights": identical,
-    })
+    write_result(NAME, __file__, argv, args,
+                 {"size": size, "batch_size": batch_size, "batches": args.batches, "rounds": args.rounds},
+                 {"seconds": seconds, "images_per_s": speed, "deterministic_over_default": ratio,
+                  "identical_weights": identical})
 
 
 if __name__ == "__main__":

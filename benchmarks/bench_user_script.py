@@ -151,9 +151,9 @@ def main(argv: list[str] | None = None) -> None:
         for name, metrics in scores.items():
             print(f"seed {seed} {name}: " + ", ".join(f"{m} {v['value']:.3f}" for m, v in metrics.items()))
 
-    payload: dict = {"settings": {"size": args.size, "epochs": args.epochs, "seeds": args.seeds,
-                                  "train_images": len(split["train"]), "overrides": overrides},
-                     "runs": runs}
+    settings = {"size": args.size, "epochs": args.epochs, "seeds": args.seeds, "train_images": len(split["train"]),
+                "overrides": overrides}
+    payload: dict = {"runs": runs}
     if args.recipe is not None:
         project = project_speed(args.recipe, overrides, 1 if args.quick else 2)
         user_median = float(np.median([s for run in runs for s in run["images_per_s"]]))
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
                             "user_images_per_s_median": user_median,
                             "project_over_user": float(np.median(project)) / user_median}
         print(f"training speed, project recipe / user script: {payload['speed']['project_over_user']:.2f}x")
-    write_result(NAME, __file__, argv, args, payload)
+    write_result(NAME, __file__, argv, args, settings, payload)
 
 
 if __name__ == "__main__":

@@ -123,3 +123,23 @@ def test_gpu_profile_cpu_smoke(tmp_path: Path) -> None:
     assert set(record["profiles"]) == {"inception_v3/amp=off", "alexnet/amp=off"}
     assert record["profiles"]["alexnet/amp=off"]["train_images_per_s"] > 0
     assert record["ratios_teacher_vs_student"]["amp=off"]["gflops"] > 1
+
+
+def test_bench_deterministic_quick(tmp_path: Path) -> None:
+    load("bench_deterministic").main(["--quick", "--threads", "1", "--results-dir", str(tmp_path)])
+    record = json.loads((tmp_path / "bench_deterministic.json").read_text())
+    assert record["git"]["commit"] and "torch" in record["versions"]
+    assert record["deterministic_over_default"] > 0 and record["identical_weights"] is True
+
+
+def test_bench_user_script_quick(synth_root: Path, tmp_path: Path) -> None:
+    load("bench_user_script").main([
+        "--quick", "--threads", "1", "--results-dir", str(tmp_path), "--data", str(synth_root),
+        "--external", str(synth_root / "test"), "--size", "64", "--recipe", str(BENCHMARKS.parent / "configs/cpu/robust/student.yaml"),
+        f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=0", "data.image_size=64",
+    ])
+    record = json.loads((tmp_path / "bench_user_script.json").read_text())
+    [run] = record["runs"]
+    assert set(run["metrics"]) == {"internal test", "external test"}
+    assert 0 <= run["metrics"]["external test"]["accuracy"]["value"] <= 1 and run["images_per_s"][0] > 0
+    assert record["speed"]["project_over_user"] > 0
