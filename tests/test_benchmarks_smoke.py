@@ -135,7 +135,8 @@ def test_bench_deterministic_quick(tmp_path: Path) -> None:
 def test_bench_user_script_quick(synth_root: Path, tmp_path: Path) -> None:
     load("bench_user_script").main([
         "--quick", "--threads", "1", "--results-dir", str(tmp_path), "--data", str(synth_root),
-        "--external", str(synth_root / "test"), "--size", "64", "--recipe", str(BENCHMARKS.parent / "configs/cpu/robust/student.yaml"),
+        "--external", str(synth_root / "test"), "--size", "64",
+        "--recipe", str(BENCHMARKS.parent / "configs" / "cpu" / "robust" / "student.yaml"),
         f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=0", "data.image_size=64",
     ])
     record = json.loads((tmp_path / "bench_user_script.json").read_text())
