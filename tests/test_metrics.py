@@ -238,7 +238,7 @@ def test_summarize_runs() -> None:
 
 def test_comparison_table_leaves_the_std_of_a_single_run_blank(tmp_path: Path) -> None:
     def run(arm: str, seed: int, value: float) -> dict:
-        return {"arm": arm, "seed": seed, **dict.fromkeys(COMPARED_METRICS, value)}
+        return {"arm": arm, "seed": seed, "set": "test", "threshold": "0.5", **dict.fromkeys(COMPARED_METRICS, value)}
 
     result = Comparison(runs=[run("teacher", 0, 0.95), run("student", 0, 0.9), run("student", 1, 0.8)])
     result.summary = summarize(result.runs, ["teacher", "student"])
