@@ -19,7 +19,7 @@ def tiny_overrides(synth_root, tmp_path):
 def test_train_evaluate_and_errors(synth_root, tmp_path):
     result = runner.invoke(app, ["train", "--quiet", *tiny_overrides(synth_root, tmp_path), "name=cli"])
     assert result.exit_code == 0, result.output
-    best = tmp_path / "runs" / "cli" / "best.pt"
+    best = tmp_path / "runs" / "cli" / "best.safetensors"
     assert f"best checkpoint: {best}" in result.output.replace("\n", "")
     result = runner.invoke(app, ["evaluate", str(best), "--data", str(synth_root), "--bootstrap", "20", "--json"])
     assert result.exit_code == 0, result.output
@@ -50,7 +50,7 @@ def test_models_table_json():
 def test_sweep_and_compare(synth_root, tmp_path):
     common = tiny_overrides(synth_root, tmp_path)
     assert runner.invoke(app, ["train", "--quiet", *common, "name=teacher", "data.image_size=40"]).exit_code == 0
-    teacher = tmp_path / "runs" / "teacher" / "best.pt"
+    teacher = tmp_path / "runs" / "teacher" / "best.pt"  # the old name still finds the checkpoint
     result = runner.invoke(app, ["sweep-temperature", "--quiet", "--teacher", str(teacher), "--temperatures", "1,4",
                                  "--out", str(tmp_path / "sweep"), *common])
     assert result.exit_code == 0, result.output

@@ -34,6 +34,6 @@ def test_deterministic_training_gives_identical_weights_in_two_processes(synth_r
                              "data.brightness=0.2", "train.mixup_alpha=0.2", "train.threads=2")
         save_config(config, tmp_path / f"{name}.yaml")
         train_in_fresh_process(tmp_path / f"{name}.yaml")
-        digests.append(weights_digest(config.run_dir / "last.pt"))
+        digests.append(weights_digest(config.run_dir / "last.safetensors"))
     assert digests[0] == digests[1]
     assert not torch.are_deterministic_algorithms_enabled()  # nothing leaked into this process

@@ -17,7 +17,7 @@ from cxrdistill.distillation.losses import (
 )
 from cxrdistill.distillation.objective import DistillationObjective
 from cxrdistill.distillation.teacher import CachedTeacher, LoadedTeacher, OnlineTeacher, build_cached_teacher
-from cxrdistill.training.checkpoint import CheckpointError, load_checkpoint
+from cxrdistill.training.checkpoint import CheckpointError, load_checkpoint, save_weights
 from cxrdistill.training.device import resolve_precision
 from cxrdistill.training.objectives import SupervisedObjective, class_weights
 from cxrdistill.training.run import run_experiment
@@ -173,10 +173,10 @@ def test_teacher_cache_is_reused_and_invalidated_by_a_new_teacher(synth_root, tr
     assert all(torch.equal(cached.table[k], again.table[k]) for k in cached.table)
 
     # A different teacher checkpoint (another file hash) never reuses these soft targets.
-    changed = tmp_path / "teacher2.pt"
+    changed = tmp_path / "teacher2.safetensors"
     payload = load_checkpoint(checkpoint)
     payload["model_state"]["fc.bias"] += 1.0
-    torch.save(payload, changed)
+    save_weights(changed, payload["model_state"], payload["metadata"])
     _, other_path, computed_other = build_cached_teacher(LoadedTeacher(changed, CPU), records, config.data, CPU,
                                                          progress=False)
     assert other_path != path and computed_other == len(records)
@@ -228,8 +228,8 @@ def test_teacher_with_another_label_order_is_refused(synth_root, trained_teacher
     checkpoint, _ = trained_teacher
     payload = load_checkpoint(checkpoint)
     payload["metadata"]["class_names"] = ["PNEUMONIA", "NORMAL"]
-    swapped = tmp_path / "swapped.pt"
-    torch.save(payload, swapped)
+    swapped = tmp_path / "swapped.safetensors"
+    save_weights(swapped, payload["model_state"], payload["metadata"])
     config = tiny_config(synth_root, tmp_path, f"distill.teacher={swapped}")
     with pytest.raises(CheckpointError, match="would be misread"):
         run_experiment(config, progress=False)

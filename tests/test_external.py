@@ -15,7 +15,7 @@ from cxrdistill.config import ConfigError, load_config
 from cxrdistill.distillation.compare import paired_interval
 from cxrdistill.evaluation.calibration import choose_threshold
 from cxrdistill.evaluation.evaluate import evaluate_checkpoint, predict_checkpoint
-from cxrdistill.training.checkpoint import load_checkpoint
+from cxrdistill.training.checkpoint import load_checkpoint, load_training_state
 from cxrdistill.training.run import run_experiment
 
 
@@ -128,4 +128,4 @@ def test_training_stores_an_operating_point_chosen_on_val(trained, synth_root):
         _, predictions, _, _ = predict_checkpoint(checkpoint, synth_root, "val", progress=False)
         assert point["threshold"] == choose_threshold(predictions.labels, predictions.prob_positive, "youden")
         assert point["count"] == len(predictions.labels)
-    assert trained.last_checkpoint.is_file() and load_checkpoint(trained.last_checkpoint)["training_state"]
+    assert trained.last_checkpoint.is_file() and load_training_state(trained.last_checkpoint)["epoch"]

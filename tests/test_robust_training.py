@@ -14,7 +14,7 @@ from cxrdistill.data.transforms import AugmentSettings, XRayTransform, normalize
 from cxrdistill.deployment.predict import predict_files
 from cxrdistill.distillation.objective import DistillationObjective, mixed_logits
 from cxrdistill.distillation.teacher import OnlineTeacher
-from cxrdistill.training.checkpoint import load_checkpoint, model_from_checkpoint
+from cxrdistill.training.checkpoint import load_checkpoint, load_training_state, model_from_checkpoint
 from cxrdistill.training.objectives import BatchMix, SupervisedObjective
 from cxrdistill.training.run import run_experiment
 
@@ -115,9 +115,10 @@ def test_ema_run_saves_the_average_and_resumes_exactly(synth_root, tmp_path):
                "data.brightness=0.2", "data.noise_std=0.02", "data.crop_scale=[0.7,1.0]")
     straight = run_experiment(tiny_config(synth_root, tmp_path / "a", *options, "train.epochs=2"), progress=False)
     payload = load_checkpoint(straight.last_checkpoint)
-    raw, averaged = payload["training_state"]["raw_model"], payload["model_state"]
+    resume_state = load_training_state(straight.last_checkpoint)
+    raw, averaged = resume_state["raw_model"], payload["model_state"]
     assert not torch.equal(raw["conv1.weight"], averaged["conv1.weight"])
-    assert payload["training_state"]["ema_updates"] > 0
+    assert resume_state["ema_updates"] > 0
     # The checkpoint's model is the average, and it is what validation saw.
     model, _ = model_from_checkpoint(straight.last_checkpoint)
     assert torch.equal(model.conv1.weight, averaged["conv1.weight"])
@@ -141,7 +142,7 @@ def test_cosine_schedule_decays_to_zero_over_the_run(synth_root, tmp_path):
 def test_keep_last_hands_on_the_last_checkpoint(synth_root, tmp_path):
     best = run_experiment(tiny_config(synth_root, tmp_path / "a"), progress=False)
     last = run_experiment(tiny_config(synth_root, tmp_path / "b", "train.keep=last"), progress=False)
-    assert best.final_checkpoint.name == "best.pt" and last.final_checkpoint.name == "last.pt"
+    assert best.final_checkpoint.name == "best.safetensors" and last.final_checkpoint.name == "last.safetensors"
 
 
 def test_equalized_model_is_fed_equalized_images_by_predict(synth_root, tmp_path):

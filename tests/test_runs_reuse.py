@@ -7,7 +7,7 @@ from conftest import tiny_config
 
 import cxrdistill.files
 from cxrdistill.config import NOT_STORED, ExperimentConfig, config_differences, load_config, save_config
-from cxrdistill.training.checkpoint import load_checkpoint
+from cxrdistill.training.checkpoint import load_checkpoint, load_training_state
 from cxrdistill.training.run import RunDirectoryError, run_experiment, train_or_resume
 
 
@@ -40,7 +40,7 @@ def test_same_settings_resume_and_resources_may_change(synth_root, tmp_path, one
     same = tiny_config(synth_root, tmp_path, "train.epochs=2", "train.threads=1", "train.log_every=3",
                        "train.device=cpu", "train.keep=last", "data.num_workers=0")
     result = run_experiment(same, resume=True, progress=False)
-    assert load_checkpoint(result.last_checkpoint)["training_state"]["epoch"] == 2
+    assert load_training_state(result.last_checkpoint)["epoch"] == 2
     assert load_config(result.run_dir / "config.yaml").train.epochs == 2
     assert train_or_resume(same, progress=False) == result.last_checkpoint  # finished: reused as it is
 
@@ -89,7 +89,7 @@ def test_a_failed_config_write_keeps_the_previous_file(tmp_path, monkeypatch):
 
 def test_a_failed_metrics_rewrite_on_resume_keeps_the_previous_file(synth_root, tmp_path, one_epoch_run, monkeypatch):
     metrics = one_epoch_run.run_dir / "metrics.jsonl"
-    with open(metrics, "a") as stream:  # a line for an epoch that never reached last.pt (killed mid-epoch)
+    with open(metrics, "a") as stream:  # a line for an epoch that never reached last.state.pt (killed mid-epoch)
         stream.write(json.dumps({"epoch": 2, "val_loss": 0.0}) + "\n")
     before = metrics.read_text()
     fail_when_replacing("metrics.jsonl", monkeypatch)

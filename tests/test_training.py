@@ -7,7 +7,13 @@ import torch
 from conftest import tiny_config
 
 from cxrdistill.evaluation.predict import predict
-from cxrdistill.training.checkpoint import CheckpointError, experiment_config, load_checkpoint, model_from_checkpoint
+from cxrdistill.training.checkpoint import (
+    CheckpointError,
+    experiment_config,
+    load_checkpoint,
+    load_training_state,
+    model_from_checkpoint,
+)
 from cxrdistill.training.device import resolve_device, resolve_precision
 from cxrdistill.training.objectives import SupervisedObjective, class_weights
 from cxrdistill.training.run import RunDirectoryError, run_experiment
@@ -55,7 +61,7 @@ def test_step_lr_decays_each_step_size(synth_root, tmp_path):
 
 def test_resume_continues_where_the_run_stopped(synth_root, tmp_path):
     first = run_experiment(tiny_config(synth_root, tmp_path, "train.epochs=1"), progress=False)
-    saved = load_checkpoint(first.last_checkpoint)["training_state"]
+    saved = load_training_state(first.last_checkpoint)
     assert saved["epoch"] == 1
     # A run killed after writing a metrics line for an epoch it never checkpointed:
     with open(first.run_dir / "metrics.jsonl", "a") as stream:
@@ -64,7 +70,7 @@ def test_resume_continues_where_the_run_stopped(synth_root, tmp_path):
     rows = read_metrics(resumed.run_dir)
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert rows[1]["val_loss"] != 0.0  # the orphan line was replaced by the real epoch 2
-    assert load_checkpoint(resumed.last_checkpoint)["training_state"]["epoch"] == 3
+    assert load_training_state(resumed.last_checkpoint)["epoch"] == 3
 
 
 def test_resume_is_deterministic(synth_root, tmp_path):
@@ -82,7 +88,7 @@ def test_existing_run_is_never_overwritten(synth_root, tmp_path):
     with pytest.raises(RunDirectoryError, match="--resume"):
         run_experiment(config, progress=False)
     assert first.last_checkpoint.read_bytes() == before
-    with pytest.raises(FileNotFoundError, match="no .*last.pt"):
+    with pytest.raises(FileNotFoundError, match="no .*last.state.pt"):
         run_experiment(tiny_config(synth_root, tmp_path, "name=other"), resume=True, progress=False)
 
 
@@ -112,12 +118,13 @@ def test_class_weights_and_aux_loss():
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
-    path = tmp_path / "broken.pt"
+    path = tmp_path / "broken.safetensors"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable cxrdistill checkpoint"):
+    path.with_suffix(".json").write_text("{}")
+    with pytest.raises(CheckpointError, match="no 'cxrdistill-checkpoint/2' marker"):
         load_checkpoint(path)
-    torch.save({"weights": torch.zeros(1)}, path)
-    with pytest.raises(CheckpointError, match="no 'cxrdistill-checkpoint/1' marker"):
+    path.with_suffix(".json").write_text("not json")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint sidecar"):
         load_checkpoint(path)
 
 

@@ -34,7 +34,8 @@ FixedThresholdOption = Annotated[float | None, typer.Option(help="Threshold for 
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The user's errors (:class:`CxrDistillError`) print one clear line and exit with status 2.
+    """The user's errors (:class:`CxrDistillError`) print one clear line and exit with status 2 (or the
+    error's own ``exit_status``: 130 for an interrupted training run).
 
     Anything else — a plain ``KeyError`` or ``ValueError`` included — is a bug and keeps its traceback.
     """
@@ -45,7 +46,7 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except CxrDistillError as error:
             errors.print(f"[bold red]error:[/] {error}", highlight=False)
-            raise typer.Exit(2) from None
+            raise typer.Exit(getattr(error, "exit_status", 2)) from None
 
     return wrapper
 
@@ -66,7 +67,7 @@ def print_rows(rows: list[dict[str, Any]], title: str) -> None:
 def train(
     config: ConfigOption = None,
     overrides: Overrides = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run from its last.pt.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run from its last.state.pt.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train a model (or distil, when the config names distill.teacher)."""
@@ -80,10 +81,10 @@ def train(
 @app.command()
 @friendly_errors
 def distill(
-    teacher: Annotated[Path, typer.Option(help="Teacher checkpoint (e.g. runs/teacher/best.pt).")],
+    teacher: Annotated[Path, typer.Option(help="Teacher checkpoint (e.g. runs/teacher/best.safetensors).")],
     config: ConfigOption = None,
     overrides: Overrides = None,
-    resume: Annotated[bool, typer.Option(help="Continue the run from its last.pt.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue the run from its last.state.pt.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train the student with knowledge distillation from TEACHER."""
@@ -212,6 +213,23 @@ def demo(
     print_rows(rows, "Demo: test split" + (" (SYNTHETIC data)" if data is None else f" ({data})"))
 
 
+@app.command("convert-checkpoint")
+@friendly_errors
+def convert_checkpoint(
+    checkpoints: Annotated[list[Path], typer.Argument(help="Old single-file checkpoints (NAME.pt).")],
+) -> None:
+    """Rewrite checkpoints of older versions (NAME.pt) as NAME.safetensors + NAME.json (+ NAME.state.pt).
+
+    The old file is read without running code (torch.load with weights_only=True) and left in place.
+    """
+    from cxrdistill.training.checkpoint import convert_checkpoint as convert
+
+    for old in checkpoints:
+        files = convert(old)
+        resume = f" + {files.state.name}" if files.state.is_file() else ""
+        console.print(f"{old} -> {files.weights} + {files.sidecar.name}{resume}", highlight=False)
+
+
 @app.command()
 @friendly_errors
 def export(
@@ -251,7 +269,7 @@ def profile(
 @app.command()
 @friendly_errors
 def predict(
-    model: Annotated[Path, typer.Argument(help="A checkpoint (.pt) or an exported model (.onnx).")],
+    model: Annotated[Path, typer.Argument(help="A checkpoint (.safetensors) or an exported model (.onnx).")],
     files: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, TIFF, DICOM).")],
     threshold: Annotated[float | None, typer.Option(
         help="PNEUMONIA when its probability is at least this (default: the model's stored operating point, "
@@ -384,7 +402,7 @@ def calibrate(
 def calibrate_and_evaluate(
     checkpoint: Path,
     data: Annotated[Path, typer.Option(help="Labelled folder, e.g. an external set such as Kermany's half A.")],
-    out: Annotated[Path, typer.Option(help="Folder for split.json, calibrated.pt and evaluation/.")],
+    out: Annotated[Path, typer.Option(help="Folder for split.json, calibrated.safetensors/.json and evaluation/.")],
     calibration_fraction: Annotated[float, typer.Option(help="Share of images (whole patients) to calibrate on.")
                                     ] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed of the patient-wise split.")] = 0,

@@ -285,7 +285,7 @@ SETTINGS_FREE_TO_CHANGE: frozenset[str] = frozenset({
     "name", "output_dir",  # where the run lives, not how it trains
     "train.epochs",  # raised to extend a run (the schedule is closed-form in the epoch)
     "train.threads", "data.num_workers", "train.device", "train.log_every",  # resources and logging
-    "train.keep",  # which of best.pt / last.pt is handed on; training is the same
+    "train.keep",  # which of best / last is handed on; training is the same
     "data.external",  # extra evaluation sets; training does not see them
     "evaluation.threshold_policy", "evaluation.min_sensitivity", "evaluation.fixed_threshold",
     "evaluation.n_bootstrap",  # how the trained model is scored, not how it is trained

@@ -23,7 +23,7 @@ ROLES = (("teacher", "cpu/teacher"), ("student", "cpu/student"), ("student_kd", 
 def demo_configs(root: Path, out: Path, extra: list[str] | None = None) -> dict[str, ExperimentConfig]:
     common = [f"output_dir={out}", f"data.root={root}", f"data.cache_dir={out / 'cache'}", *(extra or [])]
     configs = {role: preset(name, [*common, f"name={role}"]) for role, name in ROLES}
-    configs["student_kd"].distill.teacher = str(configs["teacher"].run_dir / "best.pt")
+    configs["student_kd"].distill.teacher = str(configs["teacher"].run_dir / "best.safetensors")
     return configs
 
 

@@ -8,6 +8,7 @@ written to a temporary file in the same folder, flushed, then renamed over the t
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -18,7 +19,14 @@ from typing import IO, Any
 
 from filelock import FileLock
 
+from cxrdistill.errors import CxrDistillError
+
 READ_CHUNK_BYTES = 1 << 20
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+class DiskFullError(CxrDistillError, OSError):
+    """No space left (or over quota) while writing a file; the file's previous version is untouched."""
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
@@ -32,15 +40,25 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], Any]) -> Path:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+            full = DiskFullError(f"no space left on the device (or over quota) while writing {path}; free some "
+                                 f"space and run the command again (the previous version of {path.name}, if any, "
+                                 f"is intact)")
+            full.errno = error.errno
+            raise full from error
         raise
     return path
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda stream: stream.write(data))
+
+
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda stream: stream.write(text.encode()))
+    return atomic_write_bytes(path, text.encode())
 
 
 def atomic_write_json(path: str | Path, payload: Any) -> Path:

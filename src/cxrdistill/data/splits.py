@@ -164,6 +164,12 @@ def save_split(split: DataSplit, path: str | Path, seed: int) -> None:
     )
 
 
+def split_digest(split: DataSplit) -> str:
+    """A short hash of which file went to which split with which label and patient (stored in checkpoints)."""
+    return text_digest({name: sorted([str(r.path.relative_to(split.root)), r.label, r.patient] for r in records)
+                        for name, records in split.splits.items()})
+
+
 def load_split(path: str | Path, root: str | Path) -> DataSplit:
     """Read a saved split; every listed file must still exist under ``root``."""
     path, root = Path(path), Path(root)

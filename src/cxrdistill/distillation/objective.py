@@ -10,7 +10,7 @@ from cxrdistill.data.dataset import DataBundle
 from cxrdistill.distillation.losses import build_distillation_loss
 from cxrdistill.distillation.teacher import CachedTeacher, LoadedTeacher, TeacherSource, make_teacher_source
 from cxrdistill.evaluation.predict import resize_batch
-from cxrdistill.training.checkpoint import load_checkpoint
+from cxrdistill.training.checkpoint import read_metadata
 from cxrdistill.training.device import Precision
 from cxrdistill.training.objectives import BatchMix, Objective, SupervisedObjective, split_outputs
 
@@ -62,7 +62,7 @@ def data_image_size(config: ExperimentConfig, student_size: int) -> int:
     """Online KD decodes training images at the larger of the two input sizes; otherwise the student's."""
     if config.distill.teacher is None or config.distill.teacher_outputs != "online":
         return student_size
-    teacher_size = int(load_checkpoint(config.distill.teacher)["metadata"]["input_size"])
+    teacher_size = read_metadata(config.distill.teacher)["input_size"]
     return max(student_size, teacher_size)
 
 

@@ -27,7 +27,7 @@ from cxrdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cxrdistill.errors import CxrDistillError
 from cxrdistill.evaluation.predict import predict, resize_batch
 from cxrdistill.files import atomic_write, file_digest, text_digest
-from cxrdistill.training.checkpoint import check_class_names, model_from_checkpoint
+from cxrdistill.training.checkpoint import check_class_names, checkpoint_files, model_from_checkpoint
 from cxrdistill.training.device import Precision
 
 CACHE_FORMAT = "cxrdistill-teacher-logits/1"
@@ -50,7 +50,7 @@ class LoadedTeacher:
         check_class_names(self.metadata, f"teacher {self.checkpoint}")
         self.model.to(precision.device).eval().requires_grad_(False)
         self.input_size = int(self.metadata["input_size"])
-        self.digest = file_digest(self.checkpoint)
+        self.digest = file_digest(checkpoint_files(self.checkpoint).weights)
 
 
 class OnlineTeacher:

@@ -32,7 +32,7 @@ from cxrdistill.evaluation.evaluate import (
 )
 from cxrdistill.evaluation.predict import Predictions
 from cxrdistill.files import atomic_write_json
-from cxrdistill.training.checkpoint import check_class_names, model_from_checkpoint
+from cxrdistill.training.checkpoint import check_class_names, checkpoint_files, model_from_checkpoint
 
 
 @dataclass(frozen=True)
@@ -71,8 +71,8 @@ def calibrate_on_records(
     progress: bool = False, **policy: Any,
 ) -> CalibrationResult:
     """Fit the temperature on the network's raw logits, then the threshold on the recalibrated probabilities."""
-    checkpoint, out = Path(checkpoint), Path(out)
-    if out.resolve() == checkpoint.resolve():
+    checkpoint, out = Path(checkpoint), checkpoint_files(out).weights  # NAME.pt is written as NAME.safetensors
+    if out.resolve() == checkpoint_files(checkpoint).weights.resolve():
         raise InvalidArgumentError(f"calibrate writes a new checkpoint; choose an --out other than {checkpoint}")
     network, metadata = model_from_checkpoint(checkpoint)  # raw logits: any earlier temperature is refitted
     check_class_names(metadata, str(checkpoint))
@@ -98,8 +98,8 @@ def calibrate_and_evaluate(
 ) -> tuple[CalibrationResult, EvaluationReport]:
     """Split a labelled folder by patient, calibrate on one part, report on the other.
 
-    Writes ``out_dir/split.json`` (which file went where), ``out_dir/calibrated.pt`` and the evaluation of the
-    calibrated checkpoint on the held-out part in ``out_dir/evaluation/``.
+    Writes ``out_dir/split.json`` (which file went where), the checkpoint ``out_dir/calibrated.safetensors``
+    (+ ``.json``) and the evaluation of the calibrated checkpoint on the held-out part in ``out_dir/evaluation/``.
     """
     out_dir = Path(out_dir)
     if not 0.0 < calibration_fraction < 1.0:
@@ -118,7 +118,7 @@ def calibrate_and_evaluate(
     })
     tag = f"patient-wise split, seed {seed}"
     result = calibrate_on_records(checkpoint, calibration_part, f"{description} (calibration part, {tag})",
-                                  out_dir / "calibrated.pt", device, progress, **policy)
+                                  out_dir / "calibrated.safetensors", device, progress, **policy)
     model, metadata, data_config = load_for_evaluation(result.checkpoint)
     held_out, predictions = predict_records(model, metadata, data_config, held_out, device, progress=progress)
     report = report_evaluation(result.checkpoint, held_out, predictions, metadata,

@@ -16,12 +16,18 @@ import torch
 
 from cxrdistill.config import NOT_STORED, ExperimentConfig, config_differences, config_digest, save_config
 from cxrdistill.data.dataset import DataBundle, build_loaders
+from cxrdistill.data.splits import split_digest
 from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
 from cxrdistill.errors import CxrDistillError
 from cxrdistill.evaluation.evaluate import evaluate_run
 from cxrdistill.evaluation.operating_point import choose_on_val
 from cxrdistill.models import create_model, input_size
-from cxrdistill.training.checkpoint import checkpoint_metadata, load_checkpoint
+from cxrdistill.training.checkpoint import (
+    WEIGHTS_SUFFIX,
+    checkpoint_metadata,
+    load_training_state,
+    training_state_path,
+)
 from cxrdistill.training.device import resolve_device, resolve_precision
 from cxrdistill.training.objectives import SupervisedObjective, class_weights
 from cxrdistill.training.trainer import Trainer, TrainState, seed_everything
@@ -32,7 +38,7 @@ class RunDirectoryError(CxrDistillError, FileExistsError):
 
 
 class RunNotFoundError(CxrDistillError, FileNotFoundError):
-    """``--resume`` was asked for but the run folder holds no ``last.pt``."""
+    """``--resume`` was asked for but the run folder holds no ``last.state.pt``."""
 
 
 @dataclass
@@ -90,15 +96,26 @@ def run_experiment(config: ExperimentConfig, resume: bool = False, progress: boo
         return _run_experiment(config, resume, progress)
 
 
+def resume_state_path(config: ExperimentConfig) -> Path:
+    """``RUN_DIR/last.state.pt``: present once a run has saved anything to continue from."""
+    return training_state_path(config.run_dir / f"last{WEIGHTS_SUFFIX}")
+
+
 def _run_experiment(config: ExperimentConfig, resume: bool, progress: bool) -> RunResult:
     run_dir = config.run_dir
-    if (run_dir / "last.pt").exists() and not resume:
+    state_path = resume_state_path(config)
+    if (run_dir / "last.pt").exists() and not state_path.exists():
         raise RunDirectoryError(
-            f"{run_dir} already holds a run (last.pt); pass --resume to continue it, "
+            f"{run_dir} holds a run saved by an older cxrdistill (last.pt); convert its checkpoints once with "
+            f"`cxrdistill convert-checkpoint {run_dir / 'last.pt'} {run_dir / 'best.pt'}`, then run this again"
+        )
+    if state_path.exists() and not resume:
+        raise RunDirectoryError(
+            f"{run_dir} already holds a run ({state_path.name}); pass --resume to continue it, "
             f"or choose another name/output_dir — nothing was overwritten"
         )
-    if resume and not (run_dir / "last.pt").exists():
-        raise RunNotFoundError(f"--resume: no {run_dir / 'last.pt'} to resume from")
+    if resume and not state_path.exists():
+        raise RunNotFoundError(f"--resume: no {state_path} to resume from")
     if resume:
         refuse_other_settings(config)
     seed_everything(config.train.seed)
@@ -120,7 +137,8 @@ def _run_experiment(config: ExperimentConfig, resume: bool, progress: bool) -> R
     objective = build_objective(config, bundle, supervised_objective(config, bundle), precision, size, progress)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
-    metadata = {**checkpoint_metadata(config, size), "config_digest": config_digest(config)}
+    metadata = {**checkpoint_metadata(config, size), "config_digest": config_digest(config),
+                "split_digest": split_digest(bundle.split)}
     trainer = Trainer(model, objective, config.train, precision, run_dir, metadata, size, progress)
     if resume:
         trainer.resume()
@@ -150,11 +168,11 @@ def evaluate_after_training(
 def refuse_other_settings(config: ExperimentConfig) -> None:
     """Continue (or reuse) the run in ``config.run_dir`` only with the settings it was trained with.
 
-    Compared key by key with the config stored in its ``last.pt``; ``SETTINGS_FREE_TO_CHANGE`` (epochs,
+    Compared key by key with the config stored in its resume state; ``SETTINGS_FREE_TO_CHANGE`` (epochs,
     threads, workers, device, ...) may differ.
     """
-    last = config.run_dir / "last.pt"
-    differences = config_differences(load_checkpoint(last)["metadata"]["config"], config)
+    stored = load_training_state(resume_state_path(config))["metadata"]["config"]
+    differences = config_differences(stored, config)
     if differences:
         listed = ", ".join(f"{key}: {old if old is NOT_STORED else repr(old)} -> {new!r}"
                            for key, (old, new) in differences.items())
@@ -170,5 +188,5 @@ def train_or_resume(config: ExperimentConfig, progress: bool = True) -> Path:
 
     Sweeps, comparisons and the demo call this so that re-running one continues where it stopped.
     """
-    resume = (config.run_dir / "last.pt").exists()
+    resume = resume_state_path(config).exists()
     return run_experiment(config, resume=resume, progress=progress).final_checkpoint

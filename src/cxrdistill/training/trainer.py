@@ -5,20 +5,28 @@ The loop knows nothing about what it minimises (see ``objectives``) or where bat
 owns the bookkeeping that must be right for every experiment. The loss is accumulated on the device
 and read once per ``log_every`` steps, so the CPU never waits for the GPU on each step.
 
-Every epoch writes ``last.pt`` (and ``best.pt`` when the monitored validation metric improves)
-atomically, then appends a line to ``metrics.jsonl``. With ``ema_decay`` set, validation and the saved
-weights are the moving average (what gets deployed); the raw weights travel in the training state.
-``resume=True`` restores model, optimiser, scheduler, gradient scaler, moving average, early-stopping
-state and random-number generators from ``last.pt``.
+Every epoch writes the ``last`` checkpoint (and ``best`` when the monitored validation metric improves;
+see :mod:`cxrdistill.training.checkpoint`), then the resume state ``last.state.pt``, then
+``metrics.jsonl``, each atomically. With ``ema_decay`` set, validation and the saved weights are the
+moving average (what gets deployed); the raw weights travel in the resume state. ``resume=True``
+restores model, optimiser, scheduler, gradient scaler, moving average, early-stopping state and
+random-number generators from it. Ctrl-C (SIGINT) stops after the current step and saves the state
+mid-epoch; resuming skips the batches already done (reading them again: each epoch's batches depend
+on ``(seed, epoch)`` only) and gives the weights an uninterrupted run would have. A non-finite loss
+stops training with the epoch and step it appeared at.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
+import signal
+import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,15 +40,32 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from cxrdistill.config import ConfigError, TrainConfig
+from cxrdistill.errors import CxrDistillError
 from cxrdistill.evaluation.metrics import binary_metrics
 from cxrdistill.evaluation.predict import predict
 from cxrdistill.files import atomic_write_text
 from cxrdistill.models import train_mode
-from cxrdistill.training.checkpoint import load_checkpoint, save_checkpoint
+from cxrdistill.training.checkpoint import (
+    WEIGHTS_SUFFIX,
+    load_training_state,
+    save_checkpoint,
+    save_training_state,
+    training_state_path,
+)
 from cxrdistill.training.device import Precision
 from cxrdistill.training.objectives import BatchMix, Objective
 
 MINIMISED = {"val_loss"}
+
+
+class TrainingInterrupted(CxrDistillError):
+    """Ctrl-C (SIGINT) stopped training after a step; the state to resume from was saved first."""
+
+    exit_status = 130  # the shell's convention for a SIGINT
+
+
+class NonFiniteLossError(CxrDistillError, FloatingPointError):
+    """The training loss became NaN or infinite; the checkpoints of the last finished epoch are kept."""
 
 
 def seed_everything(seed: int) -> None:
@@ -57,6 +82,10 @@ class TrainState:
     epochs_without_improvement: int = 0
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    step: int = 0
+    """Steps already done of epoch ``epoch + 1`` (non-zero only in a state saved at an interruption)."""
+    partial: dict[str, Any] = field(default_factory=dict)
+    """That epoch's running sums (loss, correct, seen) at the interruption."""
 
     def improved(self, value: float, monitor: str) -> bool:
         if self.best_value is None or math.isnan(self.best_value):
@@ -97,15 +126,21 @@ class Trainer:
         self.ema = make_ema(self.model, config.ema_decay)
         self.scaler = torch.amp.GradScaler(precision.device.type, enabled=precision.needs_grad_scaler)
         self.state = TrainState()
+        self.interrupted = False
 
     # -- checkpoints -------------------------------------------------------------------------
     @property
     def last_path(self) -> Path:
-        return self.run_dir / "last.pt"
+        return self.run_dir / f"last{WEIGHTS_SUFFIX}"
 
     @property
     def best_path(self) -> Path:
-        return self.run_dir / "best.pt"
+        return self.run_dir / f"best{WEIGHTS_SUFFIX}"
+
+    @property
+    def state_path(self) -> Path:
+        """``last.state.pt``: everything ``--resume`` needs, in one file."""
+        return training_state_path(self.last_path)
 
     @property
     def metrics_path(self) -> Path:
@@ -122,6 +157,7 @@ class Trainer:
 
     def _training_state(self) -> dict[str, Any]:
         return {
+            "model_state": self.saved_model.state_dict(),
             "raw_model": self.model.state_dict() if self.ema is not None else None,
             "ema_updates": int(self.ema.n_averaged) if self.ema is not None else None,
             "epoch": self.state.epoch,
@@ -133,23 +169,24 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": list(random.getstate()[1])},
             "stopped_early": self.state.stopped_early,
+            "step": self.state.step,
+            "partial": self.state.partial,
         }
 
     def resume(self) -> None:
-        """Continue from ``last.pt``; metrics lines of epochs after it (a run killed mid-write) are dropped."""
-        payload = load_checkpoint(self.last_path)
-        saved_arch = payload["metadata"]["architecture"]
+        """Continue from ``last.state.pt``; metrics lines of epochs after it (a killed run's) are dropped."""
+        saved = load_training_state(self.state_path)
+        saved_arch = saved["metadata"]["architecture"]
         if saved_arch != self.metadata["architecture"]:
             raise ValueError(
-                f"{self.last_path} is a {saved_arch} checkpoint but the config trains {self.metadata['architecture']}"
+                f"{self.state_path} is a {saved_arch} run but the config trains {self.metadata['architecture']}"
             )
-        saved = payload["training_state"]
         if self.ema is not None:
             if saved.get("raw_model") is None:
-                raise ValueError(f"{self.last_path} was trained without train.ema_decay; resume it without EMA")
-            self.ema.module.load_state_dict(payload["model_state"])
+                raise ValueError(f"{self.state_path} was trained without train.ema_decay; resume it without EMA")
+            self.ema.module.load_state_dict(saved["model_state"])
             self.ema.n_averaged.fill_(saved["ema_updates"])
-        self.model.load_state_dict(saved.get("raw_model") or payload["model_state"])
+        self.model.load_state_dict(saved.get("raw_model") or saved["model_state"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
@@ -164,10 +201,57 @@ class Trainer:
         numpy_state = saved["rng"]["numpy"]
         np.random.set_state(("MT19937", numpy_state[:-1].numpy().astype(np.uint32), int(numpy_state[-1]), 0, 0.0))
         self.state.stopped_early = saved["stopped_early"]
+        self.state.step, self.state.partial = saved.get("step", 0), saved.get("partial", {})
         random.setstate((3, tuple(saved["rng"]["python"]), None))
         lines = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
         self.state.history = [row for row in map(json.loads, lines) if row["epoch"] <= self.state.epoch]
+        self._write_metrics()
+
+    def _write_metrics(self) -> None:
         atomic_write_text(self.metrics_path, "".join(json.dumps(row) + "\n" for row in self.state.history))
+
+    @contextlib.contextmanager
+    def _stop_on_sigint(self) -> Iterator[None]:
+        """The first Ctrl-C asks the loop to stop after its current step; a second one stops at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+
+        def ask_to_stop(signum: int, frame: Any) -> None:
+            if self.interrupted:
+                raise KeyboardInterrupt
+            self.interrupted = True
+            tqdm.write("interrupt: stopping after the current step (Ctrl-C again to stop at once, unsaved)")
+
+        previous = signal.signal(signal.SIGINT, ask_to_stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _stop_if_interrupted(self, step: int | None = None) -> None:
+        """Save the resume state (mid-epoch after ``step`` steps, or at the epoch boundary) and stop."""
+        if not self.interrupted:
+            return
+        if step is not None:
+            self.state.step = step
+        if step is not None or not self.state_path.is_file():
+            save_training_state(self.state_path, self._training_state(), self.metadata)
+        where = (f"epoch {self.state.epoch + 1}, step {step}" if step is not None
+                 else f"the end of epoch {self.state.epoch}")
+        raise TrainingInterrupted(
+            f"interrupted at {where}; the state to continue from is saved in {self.state_path}. "
+            f"Continue with the same command and --resume"
+        )
+
+    def _check_finite(self, first_bad_step: torch.Tensor) -> None:
+        bad = int(first_bad_step)
+        if bad >= 0:
+            raise NonFiniteLossError(
+                f"the training loss became non-finite at epoch {self.state.epoch + 1}, step {bad + 1}; training "
+                f"stopped and the checkpoints of epoch {self.state.epoch} are kept. Lower train.lr, check the "
+                f"data, or turn off mixed precision (train.amp=off)"
+            )
 
     # -- loop --------------------------------------------------------------------------------
     def _reseed_shuffle(self, loader: DataLoader) -> None:
@@ -181,12 +265,16 @@ class Trainer:
         train_mode(self.model)
         self._reseed_shuffle(loader)
         device = self.precision.device
-        total_loss = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
+        partial, skip = self.state.partial, self.state.step
+        total_loss = partial.get("loss", torch.zeros(())).to(device)
+        correct = partial.get("correct", torch.zeros((), dtype=torch.long)).to(device)
+        seen = int(partial.get("seen", 0))
+        first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
         bar = tqdm(loader, desc=f"epoch {self.state.epoch + 1}/{self.config.epochs}", disable=not self.progress,
                    leave=False, unit="batch")
         for step, batch in enumerate(bar):
+            if step < skip:
+                continue  # done before an interruption; the batch is read again to keep the epoch's order
             images = batch["image"].to(device, non_blocking=True)
             labels = batch["label"].to(device, non_blocking=True)
             if self.config.channels_last:
@@ -205,8 +293,18 @@ class Trainer:
             total_loss += loss.detach() * labels.shape[0]
             correct += (logits.detach().argmax(1) == labels).sum()
             seen += labels.shape[0]
-            if self.progress and step % self.config.log_every == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+            # Recorded on the device and read every log_every steps: no wait for the GPU on each step.
+            first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss.detach()), step, first_bad_step)
+            if step % self.config.log_every == 0:
+                self._check_finite(first_bad_step)
+                if self.progress:
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
+            if self.interrupted:
+                self._check_finite(first_bad_step)
+                self.state.partial = {"loss": total_loss.cpu(), "correct": correct.cpu(), "seen": seen}
+                self._stop_if_interrupted(step + 1)
+        self._check_finite(first_bad_step)
+        self.state.step, self.state.partial = 0, {}
         if seen == 0:
             raise ValueError("the training loader produced no batches; is the training split empty?")
         return {"train_loss": float(total_loss) / seen, "train_accuracy": float(correct) / seen}
@@ -222,9 +320,16 @@ class Trainer:
 
     def fit(self, loaders: dict[str, DataLoader]) -> TrainState:
         """Train until ``epochs`` or early stopping; returns the final state (history included)."""
+        with self._stop_on_sigint():
+            self._fit(loaders)
+            self._stop_if_interrupted()
+        return self.state
+
+    def _fit(self, loaders: dict[str, DataLoader]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config = self.config
         while self.state.epoch < config.epochs and not self.state.stopped_early:
+            self._stop_if_interrupted()
             started = time.perf_counter()
             row: dict[str, Any] = {"epoch": self.state.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
             row.update(self.train_epoch(loaders["train"]))
@@ -243,15 +348,13 @@ class Trainer:
             self.state.stopped_early = patience is not None and self.state.epochs_without_improvement >= patience
             save_checkpoint(self.last_path, self.saved_model, {**self.metadata, "metrics": row},
                             self._training_state())
-            with open(self.metrics_path, "a") as stream:
-                stream.write(json.dumps(row) + "\n")
             self.state.history.append(row)
+            self._write_metrics()
             if self.progress:
                 shown = {k: row[k] for k in ("train_loss", "val_loss", "val_accuracy") if k in row}
                 tqdm.write(f"epoch {row['epoch']}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
                 if self.state.stopped_early:
                     tqdm.write(f"early stop: no {config.monitor} improvement for {patience} epochs")
-        return self.state
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
