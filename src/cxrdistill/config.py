@@ -253,6 +253,8 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a config is a mapping of sections (data:, model:, train:, ...), not {raw!r:.60}")
     raw = _deep_copy(raw)
     for override in overrides or []:
         _apply_override(raw, override)
@@ -267,9 +269,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from error
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: not valid YAML (UTF-8 text): {error}") from error
     try:
         return config_from_dict(raw, overrides)
     except ConfigError as error:

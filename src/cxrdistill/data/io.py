@@ -17,6 +17,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cxrdistill.errors import CxrDistillError
 
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".dcm"})
+MAX_IMAGE_PIXELS = 64_000_000
+"""Larger images (8000 x 8000; chest films are at most about 4300 x 3500) are refused before decoding: a
+small file can declare a huge image (a decompression bomb)."""
 
 
 class UnreadableImageError(CxrDistillError, ValueError):
@@ -53,17 +56,27 @@ def _read_dicom(path: Path) -> np.ndarray:
         ) from error
     try:
         dataset = pydicom.dcmread(path)
+        declared = [int(getattr(dataset, key, 1) or 1) for key in ("Rows", "Columns", "NumberOfFrames")]
+        _check_pixel_count(int(np.prod(declared, dtype=object)), path)
         pixels = dataset.pixel_array.astype(np.float64)
+        slope, intercept = float(getattr(dataset, "RescaleSlope", 1)), float(getattr(dataset, "RescaleIntercept", 0))
+    except UnreadableImageError:
+        raise
     except Exception as error:  # pydicom raises many kinds; all mean "not a usable DICOM image"
         raise UnreadableImageError(path, f"not a readable DICOM image ({error})") from error
     if pixels.ndim != 2:
         raise UnreadableImageError(path, f"expected a single 2-D DICOM frame, got shape {pixels.shape}")
-    pixels = pixels * float(getattr(dataset, "RescaleSlope", 1)) + float(getattr(dataset, "RescaleIntercept", 0))
+    pixels = pixels * slope + intercept
     grey = _to_uint8(pixels, path)
     # MONOCHROME1 stores bone dark; invert so every image shows bone bright, as the models were trained.
     if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
         grey = 255 - grey
     return grey
+
+
+def _check_pixel_count(pixels: int, path: Path) -> None:
+    if pixels > MAX_IMAGE_PIXELS:
+        raise UnreadableImageError(path, f"image too large ({pixels} pixels; at most {MAX_IMAGE_PIXELS} are read)")
 
 
 def read_grey(path: str | Path) -> np.ndarray:
@@ -73,6 +86,7 @@ def read_grey(path: str | Path) -> np.ndarray:
         return _read_dicom(path)
     try:
         with Image.open(path) as image:
+            _check_pixel_count(image.width * image.height, path)
             image.load()
             image = ImageOps.exif_transpose(image)
             if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -83,6 +97,8 @@ def read_grey(path: str | Path) -> np.ndarray:
             return np.asarray(image, dtype=np.uint8).copy()
     except UnidentifiedImageError as error:
         raise UnreadableImageError(path, "not an image file (format not recognised)") from error
+    except Image.DecompressionBombError as error:
+        raise UnreadableImageError(path, f"image too large to decode safely ({error})") from error
     except OSError as error:
         raise UnreadableImageError(path, f"corrupt or truncated image ({error})") from error
 
