@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrdistill.data.synth import CLASSES, MARKER_FILE, SynthSpec, make_synthetic_dataset
+from cxrdistill.data.synth import CLASSES, COMPLETE_FILE, MARKER_FILE, SynthSpec, make_synthetic_dataset
 
 SMALL = SynthSpec(
     normal_patients=6,
@@ -60,7 +60,7 @@ def test_other_seed_gives_other_images(small_set: SmallSet, tmp_path: Path) -> N
 def test_counts_match_files_on_disk(small_set: SmallSet) -> None:
     root, counts = small_set
     assert set(counts) == {"train", "test"}
-    assert sorted(p.name for p in root.iterdir()) == sorted([MARKER_FILE, "train", "test"])
+    assert sorted(p.name for p in root.iterdir()) == sorted([MARKER_FILE, COMPLETE_FILE, "train", "test"])
     for split, by_class in counts.items():
         assert set(by_class) == set(CLASSES)
         for label, n in by_class.items():

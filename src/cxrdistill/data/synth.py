@@ -34,11 +34,14 @@ import numpy as np
 from PIL import Image
 
 from cxrdistill.errors import InvalidArgumentError
+from cxrdistill.files import atomic_write, atomic_write_json, atomic_write_text
 
 __all__ = ["CLASSES", "MARKER_FILE", "SynthSpec", "make_synthetic_dataset"]
 
 CLASSES: tuple[str, str] = ("NORMAL", "PNEUMONIA")
 MARKER_FILE = "SYNTHETIC.md"
+COMPLETE_FILE = ".synthetic-complete.json"
+"""Written last: its absence means the set was interrupted (it is then written again)."""
 
 # Bumped whenever the drawing changes, so an old set is not mistaken for the current output.
 _GENERATOR_VERSION = 1
@@ -130,8 +133,10 @@ def make_synthetic_dataset(root: str | Path, spec: SynthSpec = SynthSpec()) -> d
         counts[patient.split][patient.label] += patient.n_images
 
     root.mkdir(parents=True, exist_ok=True)
-    # The marker goes first, so that an interrupted run is still recognised as ours.
-    (root / MARKER_FILE).write_text(_marker_text(spec, counts), encoding="utf-8")
+    # The marker goes first, so that an interrupted run is still recognised as ours; the completion
+    # record goes last, so that an interrupted set is made again rather than used.
+    (root / COMPLETE_FILE).unlink(missing_ok=True)
+    atomic_write_text(root / MARKER_FILE, _marker_text(spec, counts))
     for split in splits:
         for label in CLASSES:
             (root / split / label).mkdir(parents=True, exist_ok=True)
@@ -142,10 +147,17 @@ def make_synthetic_dataset(root: str | Path, spec: SynthSpec = SynthSpec()) -> d
         for k in range(1, patient.n_images + 1):
             rng = np.random.default_rng([spec.seed, patient.number, k])
             pixels = _render(patient.anatomy, width, height, rng)
-            Image.fromarray(pixels).save(
-                folder / _file_name(patient, k), format="JPEG", quality=90, comment=_JPEG_COMMENT
-            )
+            image = Image.fromarray(pixels)
+            atomic_write(folder / _file_name(patient, k),
+                         lambda stream, image=image: image.save(stream, format="JPEG", quality=90,
+                                                                comment=_JPEG_COMMENT))
+    atomic_write_json(root / COMPLETE_FILE, counts)
     return counts
+
+
+def is_complete_synthetic_set(root: str | Path) -> bool:
+    """True when ``root`` holds a synthetic set whose writing finished."""
+    return (Path(root) / MARKER_FILE).is_file() and (Path(root) / COMPLETE_FILE).is_file()
 
 
 def _spec_record(spec: SynthSpec) -> dict[str, object]:

@@ -23,6 +23,7 @@ from cxrdistill.evaluation.metrics import (
     expected_calibration_error,
     reliability_bins,
 )
+from cxrdistill.files import atomic_write
 
 DPI = 120
 
@@ -169,11 +170,8 @@ def _new_figure(size: tuple[float, float]) -> Figure:
 
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Write the figure as PNG, creating the parent folder."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI, format="png", bbox_inches="tight")
-    return out
+    """Write the figure as PNG (atomically, creating the parent folder)."""
+    return atomic_write(path, lambda stream: fig.savefig(stream, dpi=DPI, format="png", bbox_inches="tight"))
 
 
 def plot_comparison(

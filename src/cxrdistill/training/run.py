@@ -17,7 +17,7 @@ import torch
 from cxrdistill.config import NOT_STORED, ExperimentConfig, config_differences, config_digest, save_config
 from cxrdistill.data.dataset import DataBundle, build_loaders
 from cxrdistill.data.splits import split_digest
-from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
+from cxrdistill.data.synth import SynthSpec, is_complete_synthetic_set, make_synthetic_dataset
 from cxrdistill.errors import CxrDistillError
 from cxrdistill.evaluation.evaluate import evaluate_run
 from cxrdistill.evaluation.operating_point import choose_on_val
@@ -78,7 +78,7 @@ def data_root(config: ExperimentConfig, progress: bool = True) -> Path:
     if config.data.root is not None:
         return Path(config.data.root)
     root = Path(config.data.synthetic_dir)
-    if not (root / "SYNTHETIC.md").is_file():
+    if not is_complete_synthetic_set(root):
         if progress:
             print(f"No data.root given: writing a SYNTHETIC data set to {root} (not real X-rays).")
         make_synthetic_dataset(root, SynthSpec(seed=config.data.split_seed))
