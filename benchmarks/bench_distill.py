@@ -99,7 +99,7 @@ def teacher_cache_setup_seconds(config: ExperimentConfig, records: list, cache_d
 def measure(set_up: SetUp, work_dir: Path) -> dict:
     """Interleaved runs of the three modes, round by round, and the cache set-up time once per round."""
     make_synthetic_dataset(work_dir / "synthetic", set_up.spec)
-    teacher = make_teacher(work_dir / "teacher.pt", set_up.teacher_size)
+    teacher = make_teacher(work_dir / "teacher.safetensors", set_up.teacher_size)
     common = [f"output_dir={work_dir / 'runs'}", f"data.root={work_dir / 'synthetic'}",
               f"data.cache_dir={work_dir / 'cache'}", f"data.image_size={set_up.student_size}",
               f"model.name={set_up.student}", f"train.epochs={set_up.epochs}", "train.device=cpu"]

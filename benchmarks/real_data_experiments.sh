@@ -21,7 +21,7 @@ $CLI compare --quiet --seeds 3 --out "$OUT" --report srm-ablation --no-teacher \
   --difference student_srm,student "${COMMON[@]}"
 cp "$OUT"/srm-ablation.* "$OUT"/srm-ablation-difference.* "$RESULTS"/
 
-$CLI sweep-temperature --quiet --teacher "$OUT/seed0/teacher/best.pt" -c configs/cpu/student_kd.yaml \
+$CLI sweep-temperature --quiet --teacher "$OUT/seed0/teacher/best.safetensors" -c configs/cpu/student_kd.yaml \
   --out "$OUT/sweep" "${COMMON[@]}"
 cp "$OUT"/sweep/sweep.{csv,md,png} "$RESULTS"/
 echo "results in $RESULTS/"
