@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import signal
 import threading
@@ -217,7 +218,11 @@ class Trainer:
             yield  # signal handlers can only be set from the main thread
             return
 
+        trainer_process = os.getpid()
+
         def ask_to_stop(signum: int, frame: Any) -> None:
+            if os.getpid() != trainer_process:
+                return  # a data-loader worker forked with this handler: the trainer decides
             if self.interrupted:
                 raise KeyboardInterrupt
             self.interrupted = True
