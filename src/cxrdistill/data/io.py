@@ -95,11 +95,13 @@ def read_grey(path: str | Path) -> np.ndarray:
                 # RGB copies of grey X-rays (like the shared 224-px set) carry the same value in each channel.
                 image = image.convert("L")
             return np.asarray(image, dtype=np.uint8).copy()
+    except UnreadableImageError:
+        raise
     except UnidentifiedImageError as error:
         raise UnreadableImageError(path, "not an image file (format not recognised)") from error
     except Image.DecompressionBombError as error:
         raise UnreadableImageError(path, f"image too large to decode safely ({error})") from error
-    except OSError as error:
+    except (OSError, SyntaxError, ValueError, EOFError) as error:  # what Pillow's decoders raise for broken files
         raise UnreadableImageError(path, f"corrupt or truncated image ({error})") from error
 
 
