@@ -297,6 +297,30 @@ def predict(
         console.print(f"  ... and {len(unreadable) - 20} more (see the error column of {out})", highlight=False)
 
 
+@app.command()
+@friendly_errors
+def serve(
+    model: Annotated[Path, typer.Option(help="A checkpoint (.pt) or an exported model (.onnx), loaded once.")],
+    host: Annotated[str, typer.Option(help="Address to bind; the default answers this machine only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="With an .onnx MODEL: the checkpoint it was exported from, for heat maps.")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="PNEUMONIA threshold (default: the model's stored operating point, else 0.5).", min=0.0, max=1.0)] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload, in MiB.", min=0.001)] = 64.0,
+) -> None:
+    """Serve the model over HTTP: a page at / to upload an X-ray, POST /predict, GET /health."""
+    from cxrdistill.deployment.service import is_loopback
+    from cxrdistill.deployment.service import serve as run_service
+
+    if not is_loopback(host):
+        errors.print(f"[bold yellow]warning:[/] binding to {host}: the service has no authentication; anyone who "
+                     "can reach this address can upload images", highlight=False)
+    console.print(f"serving {model} at http://{host}:{port}/ (research software, not a medical device)",
+                  highlight=False)
+    run_service(model, host, port, checkpoint, threshold, int(max_upload_mb * 1024 * 1024))
+
+
 def with_external(config: ExperimentConfig, external: list[Path] | None) -> ExperimentConfig:
     """``--external`` folders, when given, replace the config's ``data.external``."""
     if external:

@@ -84,7 +84,11 @@ class GradCam:
     """Grad-CAM maps in [0, 1] at input resolution for a two-class network (built once, used per batch)."""
 
     def __init__(self, model: nn.Module, input_size: int) -> None:
-        from captum.attr import LayerGradCam
+        try:
+            from captum.attr import LayerGradCam
+        except ImportError as error:
+            raise ImportError("heat maps need captum, part of the 'deploy' extra: pip install 'cxrdistill[deploy]'"
+                              ) from error
 
         self.model = model.eval()
         self.layer_name, layer = find_target_layer(model, input_size)
