@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import io
-import struct
 import warnings
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from dicom_files import write_dicom
+from image_files import png_claiming, write_dicom
 from PIL import Image
 
 from cxrdistill.data.io import MAX_IMAGE_PIXELS, ImageTooLargeError, UnreadableImageError, decode_grey, read_grey
@@ -95,24 +93,12 @@ def test_dicom_without_suffix_is_recognised_by_its_marker_in_files_and_streams(t
 # --------------------------------------------------------------------------- pixel limit (PIL readers)
 
 
-def _png_claiming(tmp_path: Path, width: int, height: int) -> Path:
-    """A real 1x1 PNG whose header is rewritten to claim ``width`` x ``height`` (a decompression bomb's header)."""
-    buffer = io.BytesIO()
-    Image.new("L", (1, 1)).save(buffer, format="PNG")
-    data = bytearray(buffer.getvalue())
-    ihdr = data.index(b"IHDR")
-    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
-    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])))
-    path = tmp_path / f"bomb_{width}x{height}.png"
-    path.write_bytes(bytes(data))
-    return path
-
-
 @pytest.mark.parametrize("warning_filter", ["ignore", "error"])
 @pytest.mark.parametrize("side", [8000, 20000])  # 64 M (PIL warns) and 400 M pixels (PIL's own error)
 def test_png_over_the_pixel_limit_is_refused_from_its_header(tmp_path: Path, side: int, warning_filter: str) -> None:
     assert side * side > MAX_IMAGE_PIXELS
-    path = _png_claiming(tmp_path, side, side)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_claiming(side, side))
     with warnings.catch_warnings():
         warnings.simplefilter(warning_filter, Image.DecompressionBombWarning)
         with pytest.raises(ImageTooLargeError, match="limit"):

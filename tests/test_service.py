@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dicom_files import write_dicom
+from image_files import png_claiming, write_dicom
 from PIL import Image
 from service_server import serving
 
@@ -74,23 +74,12 @@ def test_heatmap_is_a_png_overlay_at_the_image_aspect(service: str) -> None:
     assert overlay.format == "PNG" and overlay.mode == "RGB" and overlay.size == (64, 80)
 
 
-def _png_claiming(width: int, height: int) -> bytes:
-    import struct
-    import zlib
-
-    data = bytearray(_png(shape=(1, 1)))
-    ihdr = data.index(b"IHDR")
-    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
-    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])))
-    return bytes(data)
-
-
 def test_bad_input_gets_a_json_error_and_the_service_keeps_serving(service: str, tmp_path: Path) -> None:
     no_pixels = write_dicom(tmp_path / "sr.dcm", np.zeros((8, 8), np.uint16), pixel_data=False).read_bytes()
     cases = [
         (b"just some text", 400, "not an image file"),
         (_png()[:200], 400, "corrupt or truncated"),
-        (_png_claiming(30000, 30000), 413, "limit"),
+        (png_claiming(30000, 30000), 413, "limit"),
         (no_pixels, 400, "no pixel data"),
     ]
     for data, status, message in cases:

@@ -1,10 +1,15 @@
-"""Writing real DICOM files with pydicom for the tests (8/16-bit, windows, rescale, multi-frame, no pixels)."""
+"""Test images written for real: DICOM with pydicom (8/16-bit, windows, rescale, multi-frame, no pixels) and a
+PNG whose header claims more pixels than it holds (a decompression bomb)."""
 
 from __future__ import annotations
 
+import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 
 def write_dicom(path: Path, stored: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int | None = None,
@@ -43,3 +48,14 @@ def write_dicom(path: Path, stored: np.ndarray, photometric: str = "MONOCHROME2"
         dataset.PixelData = stored.astype(stored.dtype.newbyteorder("<")).tobytes()
     dataset.save_as(path, enforce_file_format=True)
     return path
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A real 1x1 PNG whose header is rewritten to claim ``width`` x ``height`` (a decompression bomb's header)."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, format="PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])))
+    return bytes(data)
