@@ -252,24 +252,73 @@ def profile(
 @friendly_errors
 def predict(
     model: Annotated[Path, typer.Argument(help="A checkpoint (.pt) or an exported model (.onnx).")],
-    files: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, TIFF, DICOM).")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, TIFF, DICOM) or folders of them.")],
     threshold: Annotated[float | None, typer.Option(
         help="PNEUMONIA when its probability is at least this (default: the model's stored operating point, "
              "else 0.5).", min=0.0, max=1.0)] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Write a CSV (file, probability, label, threshold, heatmap, error) and print a summary.")] = None,
+    heatmap: Annotated[Path | None, typer.Option(help="Folder for a Grad-CAM overlay PNG per image.")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="With an .onnx MODEL: the checkpoint it was exported from, for --heatmap.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
-    """Classify image files with a student (PyTorch checkpoint or ONNX via ONNX Runtime)."""
+    """Classify images with a student (PyTorch checkpoint or ONNX via ONNX Runtime); unreadable files are
+    listed and skipped."""
     from dataclasses import asdict
 
-    from cxrdistill.deployment.predict import predict_files
+    from cxrdistill.deployment.predict import expand_inputs, predict_files, write_predictions_csv
+    from cxrdistill.errors import InvalidArgumentError
 
-    results = predict_files(model, files, threshold)
+    files = expand_inputs(inputs)
+    if not files:
+        raise InvalidArgumentError(f"no image files in {', '.join(map(str, inputs))}")
+    results = predict_files(model, files, threshold, heatmap_dir=heatmap, checkpoint=checkpoint,
+                            progress=not (as_json or quiet))
+    if out is not None:
+        write_predictions_csv(results, out)
     if as_json:
         print(json.dumps([asdict(r) for r in results], indent=1))
         return
-    print_rows([{"file": r.file, "prob_pneumonia": r.prob_pneumonia if r.error is None else "-",
-                 "predicted": r.predicted or f"unreadable: {r.error}"} for r in results],
-               f"Predictions of {model} (PNEUMONIA at probability >= {results[0].threshold:.4g})")
+    unreadable = [r for r in results if r.error is not None]
+    if out is None:
+        print_rows([{"file": r.file, "prob_pneumonia": r.prob_pneumonia if r.error is None else "-",
+                     "predicted": r.predicted or f"unreadable: {r.error}"} for r in results],
+                   f"Predictions of {model} (PNEUMONIA at probability >= {results[0].threshold:.4g})")
+        return
+    positives = sum(r.predicted == "PNEUMONIA" for r in results)
+    console.print(f"{len(results)} files: {len(results) - len(unreadable)} classified ({positives} PNEUMONIA at "
+                  f"probability >= {results[0].threshold:.4g}), {len(unreadable)} unreadable and skipped; "
+                  f"predictions in {out}" + (f", heat maps in {heatmap}" if heatmap else ""), highlight=False)
+    for r in unreadable[:20]:
+        console.print(f"  unreadable: {r.file}: {r.error}", highlight=False)
+    if len(unreadable) > 20:
+        console.print(f"  ... and {len(unreadable) - 20} more (see the error column of {out})", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def serve(
+    model: Annotated[Path, typer.Option(help="A checkpoint (.pt) or an exported model (.onnx), loaded once.")],
+    host: Annotated[str, typer.Option(help="Address to bind; the default answers this machine only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="With an .onnx MODEL: the checkpoint it was exported from, for heat maps.")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="PNEUMONIA threshold (default: the model's stored operating point, else 0.5).", min=0.0, max=1.0)] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload, in MiB.", min=0.001)] = 64.0,
+) -> None:
+    """Serve the model over HTTP: a page at / to upload an X-ray, POST /predict, GET /health."""
+    from cxrdistill.deployment.service import is_loopback
+    from cxrdistill.deployment.service import serve as run_service
+
+    if not is_loopback(host):
+        errors.print(f"[bold yellow]warning:[/] binding to {host}: the service has no authentication; anyone who "
+                     "can reach this address can upload images", highlight=False)
+    console.print(f"serving {model} at http://{host}:{port}/ (research software, not a medical device)",
+                  highlight=False)
+    run_service(model, host, port, checkpoint, threshold, int(max_upload_mb * 1024 * 1024))
 
 
 def with_external(config: ExperimentConfig, external: list[Path] | None) -> ExperimentConfig:
