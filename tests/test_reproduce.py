@@ -16,8 +16,8 @@ from cxrdistill.reports.paper import paper_rows
 from cxrdistill.reproduce import STEPS, reproduce
 
 TINY = ["model.name=resnet18", "data.image_size=32", "data.batch_size=8", "data.num_workers=0", "train.epochs=1",
-        "evaluation.n_bootstrap=20"]
-TINY_PLAN = ["seeds=[0]", "temperatures=[1, 5]", "zoo.models={resnet18: demo/student}", "zoo.overrides=[]",
+        "train.threads=1", "evaluation.n_bootstrap=20"]
+TINY_PLAN = ["seeds=[0]", "temperatures=[1]", "zoo.models={resnet18: demo/student}", "zoo.overrides=[]",
              "profile.isolate=false", "profile.repeats=1", "profile.train_steps=1", "profile.batch_size=2"]
 FIGURES = ("roc.png", "training_curves.png", "temperature.png", "cost.png")
 
@@ -91,3 +91,18 @@ def test_html_report_renders_tables_and_plots_in_chromium(study, tmp_path):
     rows_with_colour = np.flatnonzero((saturation > 80).sum(axis=1) > 20)
     assert rows_with_colour.size > 300  # several plots' worth of coloured lines and markers
     assert rows_with_colour.max() - rows_with_colour.min() > 1500  # spread down the page: more than one plot
+
+
+def test_plans_are_validated_with_clear_errors(tmp_path):
+    from cxrdistill.config import ConfigError
+    from cxrdistill.reproduce import load_plan
+
+    for name in ("demo", "cpu", "paper"):
+        plan = load_plan(name)
+        assert plan.name == name and set(plan.steps) == set(STEPS) and plan.zoo.models
+    with pytest.raises(ConfigError, match="no reproduce preset 'nope'; known: cpu, demo, paper"):
+        load_plan("nope")
+    with pytest.raises(ConfigError, match="unknown step 'tabel6'"):
+        load_plan("demo", ["steps=[audit, tabel6]"])
+    with pytest.raises(ConfigError, match="unknown key 'seed'"):
+        load_plan("demo", ["seed=[0]"])

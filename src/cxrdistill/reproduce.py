@@ -13,8 +13,9 @@ Steps, with the paper's table each one answers:
 * ``audit`` — the data audit (counts, duplicates, patient leaks) of the training root.
 * ``models`` — Table I: parameters, depth and multiply-adds of each architecture at its own size.
 * ``zoo`` — Table IV: the five architectures trained briefly on the same split.
-* ``teacher``, ``student`` — the teacher and the plain student of the first seed.
 * ``compare`` — Table VI: teacher vs plain vs distilled student over the seeds (the compare API).
+* ``teacher``, ``student`` — the teacher and the plain student of the first seed (trained by ``compare``
+  when it ran first; on their own otherwise), with their training time.
 * ``sweep`` — Table II: one distilled student per temperature.
 * ``profile`` — Table V (and Table I measured): cost of the teacher and the student (deployment.profile).
 * ``external`` — every trained run's metrics on each external set, with intervals.
@@ -29,17 +30,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxrdistill.config import PRESET_DIR, ConfigError, ExperimentConfig, ModelConfig, load_dataclass, preset
+import yaml
+
+from cxrdistill.config import (
+    PRESET_DIR,
+    ConfigError,
+    ExperimentConfig,
+    ModelConfig,
+    config_differences,
+    load_dataclass,
+    preset,
+)
 from cxrdistill.data.layout import scan_dataset
 from cxrdistill.data.sample import extract_sample
 from cxrdistill.errors import InvalidArgumentError
-from cxrdistill.evaluation.evaluate import load_run_evaluation, predict_checkpoint
+from cxrdistill.evaluation.evaluate import (
+    RUN_EVALUATION_FILE,
+    external_set_names,
+    load_run_evaluation,
+    predict_checkpoint,
+)
 from cxrdistill.evaluation.metrics import MetricEstimate
 from cxrdistill.files import atomic_write_json, text_digest
 from cxrdistill.provenance import describe_machine, git_state, package_versions
 from cxrdistill.training.run import train_or_resume
 
-STEPS: tuple[str, ...] = ("audit", "models", "zoo", "teacher", "student", "compare", "sweep", "profile", "external")
+STEPS: tuple[str, ...] = ("audit", "models", "zoo", "compare", "teacher", "student", "sweep", "profile", "external")
+"""In running order: ``compare`` trains the first seed's teacher and student, which their own steps then collect."""
 ROLES: tuple[str, ...] = ("teacher", "student", "student_kd")
 
 
@@ -238,7 +255,7 @@ class Study:
         for model, config in self.zoo_configs().items():
             if self.progress:
                 print(f"== zoo: {model}")
-            checkpoint = train_or_resume(config, self.progress)
+            checkpoint = trained(config, self.progress)
             summary = summarize(config.model, config.data.image_size)
             models[model] = {"checkpoint": checkpoint, "input_size": summary.input_size,
                              "gflops": summary.gflops, "params_m": summary.params_m,
@@ -247,7 +264,7 @@ class Study:
 
     def train_role(self, role: str) -> dict:
         config = self.role(role)
-        checkpoint = train_or_resume(config, self.progress)
+        checkpoint = trained(config, self.progress)
         return {"checkpoint": checkpoint, "run_dir": config.run_dir, "train_seconds": run_seconds(config.run_dir),
                 **self.evaluation_of(checkpoint)}
 
@@ -260,8 +277,6 @@ class Study:
     def step_compare(self) -> dict:
         from cxrdistill.distillation.compare import compare
 
-        self.run_step("teacher")
-        self.run_step("student")
         arms = {role: self.role(role) for role in ("student", "student_kd")}
         result = compare(arms, self.runs, self.plan.seeds, self.role("teacher"), None, ("student_kd", "student"),
                          progress=self.progress, report="table6")
@@ -342,6 +357,28 @@ def evaluation_results(checkpoint: str | Path, set_name: str) -> list[dict]:
 def final_checkpoint(config: ExperimentConfig) -> Path:
     """The checkpoint a run hands on (``train.keep``), where it will be once trained."""
     return config.run_dir / f"{config.train.keep}.pt"
+
+
+def finished_run(config: ExperimentConfig) -> bool:
+    """The run in ``config.run_dir`` trained all its epochs with these settings and was evaluated on these sets.
+
+    Read from the run folder's own records (``config.yaml``, ``metrics.jsonl``, ``evaluation.json``), so
+    a finished run is not reloaded and re-evaluated as ``train_or_resume`` would.
+    """
+    run = config.run_dir
+    stored, metrics, evaluation = run / "config.yaml", run / "metrics.jsonl", run / RUN_EVALUATION_FILE
+    if not (stored.is_file() and metrics.is_file() and evaluation.is_file() and final_checkpoint(config).is_file()):
+        return False
+    epochs = sum(1 for line in metrics.read_text().splitlines() if line.strip())
+    sets = set(json.loads(evaluation.read_text())["sets"])
+    return (epochs >= config.train.epochs and evaluation.stat().st_mtime >= metrics.stat().st_mtime
+            and sets == {"val", "test", *external_set_names(config.data.external)}
+            and not config_differences(yaml.safe_load(stored.read_text()), config))
+
+
+def trained(config: ExperimentConfig, progress: bool = True) -> Path:
+    """The run's handed-on checkpoint: as it is when finished, else trained or continued (``train_or_resume``)."""
+    return final_checkpoint(config) if finished_run(config) else train_or_resume(config, progress)
 
 
 def reproduce(

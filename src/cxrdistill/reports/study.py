@@ -224,12 +224,14 @@ class StudyReport:
         columns = ["T"]
         for metric in ("accuracy", "loss", "specificity", "sensitivity"):
             columns += [f"{metric} (ours)", f"{metric} (paper)"]
+        ours_by_t = {row["temperature"]: row for row in test}
         rows = []
-        for row in test:
-            p = paper.get(row["temperature"], {})
-            cells = [num(row["temperature"], 0)]
+        for temperature in sorted({*paper, *ours_by_t}):
+            row, p = ours_by_t.get(temperature), paper.get(temperature, {})
+            cells = [num(temperature, 0)]
             for metric in ("accuracy", "loss", "specificity", "sensitivity"):
-                ours = num(row[metric]["value"], 4) if metric == "loss" else interval_pct(row[metric])
+                ours = "" if row is None else (num(row[metric]["value"], 4) if metric == "loss"
+                                               else interval_pct(row[metric]))
                 cells += [ours, num(p.get(metric), 3 if metric == "loss" else 2)]
             rows.append(cells)
         blocks.append(Table(columns, rows, "Test split, threshold 0.5, one seed; accuracy etc. in % with 95 % "
@@ -266,7 +268,7 @@ class StudyReport:
                          num(entry["train_seconds"], 0)])
             if accuracy:
                 ours_points[model] = (entry["gflops"], accuracy["value"])
-            if model in p or p:
+            if p:
                 paper_points[model] = (2 * computation[model] / 1000, p["accuracy"] / 100)
         blocks.append(Table(["model", "input px", "accuracy % (ours)", "accuracy % (paper)", "loss (ours)",
                              "loss (paper)", "GFLOPs (ours)", "training s (ours)"], rows,
