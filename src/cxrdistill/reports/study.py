@@ -16,8 +16,9 @@ from typing import Any
 import yaml
 from scipy import stats
 
-from cxrdistill.config import preset
+from cxrdistill.config import ModelConfig, preset
 from cxrdistill.files import atomic_write_text
+from cxrdistill.models import input_size
 from cxrdistill.reports.document import (
     Bullets,
     Code,
@@ -37,8 +38,7 @@ from cxrdistill.reports.figures import (
 )
 from cxrdistill.reports.paper import paper_rows
 
-LABELS = {"teacher": "teacher (InceptionV3)", "student": "plain student (AlexNet)",
-          "student_kd": "distilled student (AlexNet_S)"}
+ROLE_NAMES = {"teacher": "teacher", "student": "plain student", "student_kd": "distilled student"}
 MAIN_METRICS = ("accuracy", "specificity", "sensitivity")
 
 
@@ -50,6 +50,11 @@ def num(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def bracket_pct(low: float, high: float) -> str:
+    """``[low, high]`` in percent, or a dash when the interval is undefined (one run, one pair)."""
+    return "–" if math.isnan(low) else f"[{pct(low)}, {pct(high)}]"
 
 
 def interval_pct(estimate: dict) -> str:
@@ -87,6 +92,15 @@ class StudyReport:
         self.environment = self.results.get("environment", {})
         self.plan = self.environment.get("plan", {})
         self.differences: list[str] = []
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """``plain student (alexnet)``: each role with the architecture it was trained as."""
+        labels = {}
+        for role, name in ROLE_NAMES.items():
+            config = self.role_config(role)
+            labels[role] = f"{name} ({config['model']['name']})" if config else name
+        return labels
 
     def missing(self, step: str) -> Paragraph:
         return Paragraph(f"Step '{step}' has not finished in this run folder "
@@ -139,7 +153,7 @@ class StudyReport:
         rows = []
         for row in summary:
             arm, n = row["arm"], row["seeds"]
-            cells = [LABELS.get(arm, arm), str(n)]
+            cells = [self.labels.get(arm, arm), str(n)]
             for metric in MAIN_METRICS:
                 ours = seeds_pct(row[f"{metric}_mean"], row[f"{metric}_std"], n)
                 if n == 1:
@@ -151,18 +165,18 @@ class StudyReport:
         difference = [r for r in compare["difference"] if r["set"] == "test" and r["threshold"] == "0.5"
                       and r["metric"] in (*MAIN_METRICS, "roc_auc")]
         if difference:
-            rows = [[r["metric"], pct(r["mean"]), f"[{pct(r['ci95_low'])}, {pct(r['ci95_high'])}]", str(r["pairs"]),
+            rows = [[r["metric"], pct(r["mean"]), bracket_pct(r["ci95_low"], r["ci95_high"]), str(r["pairs"]),
                      num(self.paper_kd_gain(r["metric"]), 2)] for r in difference]
             blocks.append(Table(["metric", "distilled − plain (points)", "95 % interval (paired t)", "seed pairs",
                                  "paper (points)"], rows, "Paired difference over seeds, test split, threshold 0.5"))
             self.kd_differences(difference, summary)
         roc = compare.get("roc_test_first_seed", {})
         if roc:
-            curves = {LABELS[r]: (v["labels"], v["prob_pneumonia"]) for r, v in roc.items()}
+            curves = {self.labels[r]: (v["labels"], v["prob_pneumonia"]) for r, v in roc.items()}
             blocks.append(Figure(plot_roc_curves(curves, self.figures / "roc.png",
                                                  "ROC on the test split (first seed)"),
                                  "ROC of teacher, plain and distilled student on the test split (first seed)."))
-        histories = {LABELS[r]: self.history(r) for r in LABELS}
+        histories = {self.labels[r]: self.history(r) for r in ROLE_NAMES}
         histories = {k: v for k, v in histories.items() if v}
         if histories:
             blocks.append(Figure(plot_training_curves(histories, self.figures / "training_curves.png"),
@@ -201,8 +215,9 @@ class StudyReport:
             else:
                 verdict = "not established (the interval includes zero)"
             self.differences.append(
-                f"Distillation gain in {row['metric']}: paper {paper:+.2f} points, ours {100 * row['mean']:+.2f} "
-                f"[{pct(low)}, {pct(high)}] over {row['pairs']} seed pair(s) — {verdict}.")
+                f"Distillation gain in {row['metric']}: paper {paper:+.2f} points, ours {100 * row['mean']:+.2f}"
+                f"{'' if math.isnan(low) else ' ' + bracket_pct(low, high)} over {row['pairs']} seed pair(s) — "
+                f"{verdict}.")
         means = {r["arm"]: r["accuracy_mean"] for r in summary}
         if {"teacher", "student"} <= set(means):
             paper = paper_rows("table_6")
@@ -319,7 +334,7 @@ class StudyReport:
             hours = self.results.get(role, {}).get("train_seconds", math.nan) / 3600
             measured[role] = (memory, hours)
             printed = paper.get(arch[role], {})
-            rows.append([f"{LABELS[role]} @ {p['input_size']} px", f"{num(memory / 1000 if memory else None, 2)} "
+            rows.append([f"{self.labels[role]} @ {p['input_size']} px", f"{num(memory / 1000 if memory else None, 2)} "
                          f"({kind})", num(printed.get("gpu_memory_gb"), 2), num(p.get("gpu_util_mean"), 1),
                          num(printed.get("gpu_utilization"), 2), num(hours, 3), num(printed.get("training_hours"), 2),
                          num(p["latency_ms_median"], 2), num(p["train_images_per_s"], 1)])
@@ -349,7 +364,7 @@ class StudyReport:
             rows = []
             for run in entry["runs"]:
                 for result in run["results"]:
-                    rows.append([LABELS.get(run["role"], run["role"]), str(run["seed"]),
+                    rows.append([self.labels.get(run["role"], run["role"]), str(run["seed"]),
                                  f"{result['rule']} ({result['threshold']:.3g})",
                                  *(interval_pct(result["metrics"][m]) for m in MAIN_METRICS),
                                  num(result["metrics"]["roc_auc"]["value"], 3)])
@@ -397,7 +412,7 @@ class StudyReport:
     def configs(self) -> list:
         blocks: list = [Heading("Configs")]
         blocks.append(Code(yaml.safe_dump(self.plan, sort_keys=False), "yaml", "the plan (configs/reproduce)"))
-        for role in LABELS:
+        for role in ROLE_NAMES:
             config = self.role_config(role)
             if config is not None:
                 blocks.append(Code(yaml.safe_dump(config, sort_keys=False), "yaml", f"{role} (first seed)"))
@@ -410,11 +425,11 @@ class StudyReport:
             if ours is None:
                 continue
             paper = preset(name)
-            size = ours["data"]["image_size"]
+            size = ours["data"]["image_size"] or input_size(ModelConfig(name=ours["model"]["name"]))
             self.differences.append(
-                f"{role} recipe: ours {ours['model']['name']} at {size or 'its own'} px, init {ours['model']['init']}, "
+                f"{role} recipe: ours {ours['model']['name']} at {size} px, init {ours['model']['init']}, "
                 f"{ours['train']['epochs']} epochs, lr {ours['train']['lr']}; the paper's {paper.model.name} at "
-                f"{paper.data.image_size or 'its own size'} px, init {paper.model.init}, lr {paper.train.lr} "
+                f"{input_size(paper.model, paper.data.image_size)} px, init {paper.model.init}, lr {paper.train.lr} "
                 f"(configs/{name}.yaml).")
 
     def environment_section(self) -> list:
