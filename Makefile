@@ -25,7 +25,7 @@ $(BIN310)/.installed: pyproject.toml
 .PHONY: install demo test test-py310 lint bench clean
 install: $(BIN)/.installed
 
-demo: $(BIN)/.installed  ## the main job, offline: synthetic data, teacher, student, distilled student
+demo: $(BIN)/.installed  ## the main job, offline: bundled real X-rays, teacher, student, distilled student
 	$(BIN)/cxrdistill demo
 
 test: $(BIN)/.installed  ## lint, then the whole test suite

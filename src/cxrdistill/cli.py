@@ -201,15 +201,25 @@ def data_synth(
 @app.command()
 @friendly_errors
 def demo(
-    data: Annotated[Path | None, typer.Option(help="Real data root; default: a synthetic set.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Your data root; default: the bundled sample of real X-rays.")
+                    ] = None,
+    synthetic: Annotated[bool, typer.Option(help="Train on a SYNTHETIC set instead (no real X-rays).")] = False,
     out: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("runs/demo"),
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Teacher, plain student and distilled student end to end, on CPU in minutes."""
+    """Teacher, plain student and distilled student end to end, on CPU in minutes (real X-rays by default)."""
     from cxrdistill.demo import run_demo
 
-    rows = run_demo(data, out, progress=not quiet)
-    print_rows(rows, "Demo: test split" + (" (SYNTHETIC data)" if data is None else f" ({data})"))
+    if data is not None and synthetic:
+        raise typer.BadParameter("give either --data or --synthetic, not both")
+    rows = run_demo(data, out, progress=not quiet, synthetic=synthetic)
+    source = {"sample": "the bundled sample of real Kermany X-rays", "synthetic": "SYNTHETIC data, not X-rays",
+              "data": str(data)}[rows[0]["data"]]
+    first = rows[0]
+    print_rows([{k: v for k, v in row.items() if k not in ("data", "split", "images", "patients", "threshold")}
+                for row in rows],
+               f"Demo on {source}: held-out {first['split']} split, {first['images']} images of "
+               f"{first['patients']} patients (none seen in training), threshold {first['threshold']:g}")
 
 
 @app.command()
@@ -223,7 +233,7 @@ def export(
 
     result = export_onnx(checkpoint, out)
     console.print(f"wrote {result.path} ({result.size_mb:.1f} MB); ONNX Runtime vs PyTorch max |diff| "
-                  f"{result.max_abs_difference:.2e}")
+                  f"{result.max_abs_difference:.2e}; model card: {result.path.parent / 'MODEL_CARD.md'}")
 
 
 @app.command()
@@ -401,6 +411,32 @@ def compare(
     print_rows([{c: row[c] for c in columns} for row in result.summary], f"Comparison (results in {out})")
     if result.difference:
         print_rows(result.difference, "Paired difference over seeds (95% Student-t interval)")
+
+
+@app.command()
+@friendly_errors
+def reproduce(
+    overrides: Overrides = None,
+    data: Annotated[Path | None, typer.Option(help="Kermany root; default: the bundled sample of real X-rays.")
+                    ] = None,
+    preset_name: Annotated[str, typer.Option("--preset", help="demo, cpu or paper (configs/reproduce/), or a plan "
+                                                              "file.")] = "cpu",
+    out: Annotated[Path | None, typer.Option(help="Study folder (default: runs/reproduce-PRESET).")] = None,
+    external: ExternalOption = None,
+    plan: Annotated[list[str] | None, typer.Option(help="Change the plan: KEY=VALUE, e.g. seeds=[0] (repeatable).")
+                    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """The paper's whole study as resumable steps, and a report beside its tables (Markdown and HTML).
+
+    Re-running the same command skips finished steps and continues interrupted training runs.
+    """
+    from cxrdistill.reproduce import reproduce as run_reproduce
+
+    result = run_reproduce(preset_name, data, out, external, overrides, plan, progress=not quiet)
+    print_rows([{"step": r.step, "status": r.status, "wall s": r.wall_s if r.wall_s is not None else "-"}
+                for r in result.steps], f"Study in {result.out}")
+    console.print(f"report: {result.report_markdown} and {result.report_html}", highlight=False)
 
 
 @app.command()

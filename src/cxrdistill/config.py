@@ -253,14 +253,23 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
+    return dataclass_from_dict(ExperimentConfig, raw, overrides)
+
+
+def dataclass_from_dict(cls: type, raw: dict[str, Any], overrides: list[str] | None = None) -> Any:
     raw = _deep_copy(raw)
     for override in overrides or []:
         _apply_override(raw, override)
-    return _build(ExperimentConfig, raw, "")
+    return _build(cls, raw, "")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML experiment file (or start from defaults when ``path`` is None) and apply overrides."""
+    return load_dataclass(ExperimentConfig, path, overrides)
+
+
+def load_dataclass(cls: type, path: str | Path | None, overrides: list[str] | None = None) -> Any:
+    """Any settings dataclass from a YAML file and dotted overrides, validated like an experiment config."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -271,7 +280,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         except yaml.YAMLError as error:
             raise ConfigError(f"{path}: not valid YAML: {error}") from error
     try:
-        return config_from_dict(raw, overrides)
+        return dataclass_from_dict(cls, raw, overrides)
     except ConfigError as error:
         where = f"{path}: " if path is not None else ""
         raise ConfigError(f"{where}{error}") from None

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cxrdistill.deployment.model_card import write_model_card
 from cxrdistill.evaluation.calibration import load_served_model
 
 OPSET = 17
@@ -67,4 +68,5 @@ def export_onnx(checkpoint: str | Path, out: str | Path, tolerance: float = 1e-3
         if difference > tolerance:
             raise RuntimeError(f"ONNX Runtime differs from PyTorch by {difference:.2e} (> {tolerance}); not exported")
         staged.replace(out)
+    write_model_card(checkpoint, out)
     return ExportResult(out, difference, out.stat().st_size / 1e6)
