@@ -16,6 +16,7 @@ import atexit
 import contextlib
 import os
 import random
+import weakref
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -139,13 +140,20 @@ def average_buffers(model: nn.Module) -> None:
             buffer.div_(world_size())
 
 
+_SHARDS: weakref.WeakKeyDictionary[DataLoader, DataLoader] = weakref.WeakKeyDictionary()
+
+
 def shard_loader(loader: DataLoader) -> DataLoader:
     """The same loader over this rank's strided share of its dataset, in order (``DistributedSampler``
     without shuffling: the last shares are padded with the first samples, which :func:`gather_in_order`
-    drops)."""
-    sampler = DistributedSampler(loader.dataset, num_replicas=world_size(), rank=rank(), shuffle=False)
-    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
-                      collate_fn=loader.collate_fn, pin_memory=loader.pin_memory)
+    drops). Made once per loader, so persistent workers of a validation loader persist."""
+    if loader not in _SHARDS:
+        sampler = DistributedSampler(loader.dataset, num_replicas=world_size(), rank=rank(), shuffle=False)
+        _SHARDS[loader] = DataLoader(
+            loader.dataset, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
+            collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, persistent_workers=loader.persistent_workers,
+        )
+    return _SHARDS[loader]
 
 
 def gather_in_order(shard: list[T], total: int) -> list[T]:
