@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from _common import check, describe, median, parse, parser, ratio_interval, write_result
-from torch.utils.data import DataLoader
+from bench_trainer import make_batches
 
 from cxrdistill.config import preset
 from cxrdistill.models import create_model
@@ -34,14 +34,6 @@ NAME = "bench_ddp"
 TARGET = 1.5
 """Two processes should give at least 1.5x one process's images/s (2x is perfect scaling)."""
 WORLD_SIZES = (1, 2)
-
-
-def synthetic_batches(count: int, batch_size: int, size: int, seed: int) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    items = [{"image": torch.randn(batch_size, 3, size, size, generator=generator),
-              "label": torch.randint(0, 2, (batch_size,), generator=generator), "key": [""] * batch_size}
-             for _ in range(count)]
-    return DataLoader(items, batch_size=None)
 
 
 def worker(argv: list[str]) -> None:
@@ -60,7 +52,7 @@ def worker(argv: list[str]) -> None:
     model = create_model(config.model, image_size=args.size)
     trainer = Trainer(model, SupervisedObjective(), config.train, resolve_precision(device, "off"),
                       Path(tempfile.gettempdir()), {}, args.size, progress=False)
-    loader = synthetic_batches(args.batches, args.batch_size, args.size, seed=distributed.rank())
+    loader = make_batches(args.batches, args.batch_size, args.size)
     trainer.train_epoch(loader)  # warm-up
     seconds = []
     for _ in range(args.epochs):
