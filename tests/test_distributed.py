@@ -92,8 +92,7 @@ def test_distillation_across_world_sizes(synth_root: Path, tmp_path: Path) -> No
     assert set(distributed["sets"]) == set(single) == {"val", "test"}
     for name, evaluation in single.items():
         stored = distributed["sets"][name]
-        assert stored["count"] == evaluation.count == len(predict_checkpoint(
-            again / "best.pt", synth_root, name, "cpu", progress=False)[0])
+        assert stored["count"] == evaluation.count  # the whole split, not one process's share
         for result, stored_result in zip(evaluation.results, stored["results"], strict=True):
             assert stored_result["threshold"] == pytest.approx(result.threshold, rel=1e-4)
             assert stored_result["confusion"] == result.confusion
