@@ -144,3 +144,13 @@ def test_bench_user_script_quick(synth_root: Path, tmp_path: Path) -> None:
     assert set(run["metrics"]) == {"internal test", "external test"}
     assert 0 <= run["metrics"]["external test"]["accuracy"]["value"] <= 1 and run["images_per_s"][0] > 0
     assert record["speed"]["project_over_user"] > 0
+
+
+def test_bench_ddp_quick(tmp_path: Path) -> None:
+    """One launch of 1 and of 2 gloo processes; images/s counts every process's images."""
+    payload = load("bench_ddp").main(["--quick", "--threads", "1", "--results-dir", str(tmp_path)])
+    record = check_result(tmp_path / "bench_ddp.json", "bench_ddp")
+    assert set(record["images_per_s"]) == {"1", "2"} and all(v[0] > 0 for v in record["images_per_s"].values())
+    assert record["ratios"]["two_vs_one_process"]["mean"] == pytest.approx(
+        record["images_per_s"]["2"][0] / record["images_per_s"]["1"][0])
+    assert payload["targets"]["two_vs_one_process"]["target"] == ">= 1.5"

@@ -36,6 +36,7 @@ from cxrdistill.evaluation.metrics import binary_metrics
 from cxrdistill.evaluation.predict import predict
 from cxrdistill.files import atomic_write_text
 from cxrdistill.models import train_mode
+from cxrdistill.training import distributed
 from cxrdistill.training.checkpoint import load_checkpoint, save_checkpoint
 from cxrdistill.training.device import Precision
 from cxrdistill.training.objectives import BatchMix, Objective
@@ -88,6 +89,8 @@ class Trainer:
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model = torch.compile(self.model) if config.compile else self.model
+        self.train_model = distributed.wrap_model(self.forward_model, precision.device)
+        """What a training step calls: DDP around ``forward_model`` under ``torchrun``, else ``forward_model``."""
         self.objective = objective
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(
@@ -151,7 +154,9 @@ class Trainer:
             self.ema.n_averaged.fill_(saved["ema_updates"])
         self.model.load_state_dict(saved.get("raw_model") or payload["model_state"])
         self.optimizer.load_state_dict(saved["optimizer"])
+        base_lrs = self.scheduler.base_lrs  # this run's (``lr_scaling`` may scale it by another world size)
         self.scheduler.load_state_dict(saved["scheduler"])
+        self.scheduler.base_lrs = base_lrs
         for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
                                        self.scheduler.lr_lambdas, strict=True):
             group["lr"] = base * factor(self.scheduler.last_epoch)
@@ -167,15 +172,19 @@ class Trainer:
         random.setstate((3, tuple(saved["rng"]["python"]), None))
         lines = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
         self.state.history = [row for row in map(json.loads, lines) if row["epoch"] <= self.state.epoch]
-        atomic_write_text(self.metrics_path, "".join(json.dumps(row) + "\n" for row in self.state.history))
+        if distributed.is_main_process():
+            atomic_write_text(self.metrics_path, "".join(json.dumps(row) + "\n" for row in self.state.history))
 
     # -- loop --------------------------------------------------------------------------------
     def _reseed_shuffle(self, loader: DataLoader) -> None:
         """Each epoch's order and augmentation depend on (seed, epoch) only (``EpochSampler.set_epoch``), so a
-        resumed run sees the batches it would have. Loaders without ``set_epoch`` (benchmarks) keep their own."""
+        resumed run sees the batches it would have. Loaders without ``set_epoch`` (benchmarks) keep their own.
+        Under ``torchrun`` each rank's own random streams (dropout, mixup) are reseeded from (seed, rank, epoch)."""
         set_epoch = getattr(loader.sampler, "set_epoch", None)
         if set_epoch is not None:
             set_epoch(self.state.epoch)
+        if distributed.is_distributed():
+            distributed.seed_rank_epoch(self.config.seed, self.state.epoch)
 
     def train_epoch(self, loader: DataLoader) -> dict[str, float]:
         train_mode(self.model)
@@ -195,7 +204,7 @@ class Trainer:
             if mix is not None:
                 images = mix.images(images)
             with self.precision.autocast():
-                loss, logits = self.objective(self.forward_model, images, labels, batch["key"], mix)
+                loss, logits = self.objective(self.train_model, images, labels, batch["key"], mix)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -209,10 +218,16 @@ class Trainer:
                 bar.set_postfix(loss=f"{loss.item():.4f}")
         if seen == 0:
             raise ValueError("the training loader produced no batches; is the training split empty?")
-        return {"train_loss": float(total_loss) / seen, "train_accuracy": float(correct) / seen}
+        counted = torch.tensor(seen, device=device)
+        distributed.all_reduce_sum(total_loss, correct, counted)  # the epoch's figures over all ranks
+        distributed.average_buffers(self.model)
+        if self.ema is not None:
+            distributed.average_buffers(self.ema.module)
+        return {"train_loss": float(total_loss) / int(counted), "train_accuracy": float(correct) / int(counted)}
 
     def validate(self, loader: DataLoader) -> dict[str, float]:
-        predictions = predict(self.eval_model, loader, self.precision, self.input_size, desc="validate")
+        predictions = predict(self.eval_model, loader, self.precision, self.input_size, desc="validate",
+                              across_ranks=True)
         with warnings.catch_warnings():
             # Early epochs often predict one class only; the NaN it gives is recorded, the warning is noise.
             warnings.simplefilter("ignore", UndefinedMetricWarning)
@@ -236,15 +251,17 @@ class Trainer:
             if self.state.improved(value, config.monitor):
                 self.state.best_value, self.state.best_epoch = value, self.state.epoch
                 self.state.epochs_without_improvement = 0
-                save_checkpoint(self.best_path, self.saved_model, {**self.metadata, "metrics": row})
+                if distributed.is_main_process():
+                    save_checkpoint(self.best_path, self.saved_model, {**self.metadata, "metrics": row})
             else:
                 self.state.epochs_without_improvement += 1
             patience = config.early_stopping_patience
             self.state.stopped_early = patience is not None and self.state.epochs_without_improvement >= patience
-            save_checkpoint(self.last_path, self.saved_model, {**self.metadata, "metrics": row},
-                            self._training_state())
-            with open(self.metrics_path, "a") as stream:
-                stream.write(json.dumps(row) + "\n")
+            if distributed.is_main_process():
+                save_checkpoint(self.last_path, self.saved_model, {**self.metadata, "metrics": row},
+                                self._training_state())
+                with open(self.metrics_path, "a") as stream:
+                    stream.write(json.dumps(row) + "\n")
             self.state.history.append(row)
             if self.progress:
                 shown = {k: row[k] for k in ("train_loss", "val_loss", "val_accuracy") if k in row}
@@ -255,16 +272,23 @@ class Trainer:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """Stepped once per epoch: the paper's step decay, or cosine decay to 0 over ``epochs``.
+    """Stepped once per epoch: the paper's step decay, or cosine decay to 0 over ``epochs``, after an optional
+    linear warm-up over ``warmup_epochs`` (for the larger learning rates of many processes).
 
     Both are closed-form in the epoch (a ``LambdaLR``), so a resumed run — even one whose ``epochs`` was
     raised — recomputes its learning rate from the configuration instead of trusting a stored one.
     """
-    if config.schedule == "cosine":
-        epochs = max(1, config.epochs)
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: (1 + math.cos(math.pi * epoch / epochs)) / 2)
-    step_size, gamma = config.step_size, config.gamma
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: gamma ** (epoch // step_size))
+    epochs, step_size, gamma, warmup = max(1, config.epochs), config.step_size, config.gamma, config.warmup_epochs
+
+    def decay(epoch: int) -> float:
+        if config.schedule == "cosine":
+            return (1 + math.cos(math.pi * epoch / epochs)) / 2
+        return gamma ** (epoch // step_size)
+
+    def factor(epoch: int) -> float:
+        return decay(epoch) * min(1.0, (epoch + 1) / (warmup + 1))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def make_ema(model: nn.Module, decay: float | None) -> AveragedModel | None:
