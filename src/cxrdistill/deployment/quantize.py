@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -132,6 +132,31 @@ def calibration_files(root: Path, data_config: DataConfig, count: int, seed: int
     return sorted(r.path for r in chosen)
 
 
+class CalibrationReader(Protocol):
+    """What ONNX Runtime's calibrator reads: input batches until ``None`` (its ``CalibrationDataReader``)."""
+
+    def get_next(self) -> dict[str, np.ndarray] | None: ...
+
+    def rewind(self) -> None: ...
+
+
+class _CountingReader:
+    """Counts the images a reader hands out, so an unreadable calibration set is noticed."""
+
+    def __init__(self, reader: CalibrationReader) -> None:
+        self.reader, self.images = reader, 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = self.reader.get_next()
+        if batch is not None:
+            self.images += len(batch["image"])
+        return batch
+
+    def rewind(self) -> None:
+        self.reader.rewind()
+        self.images = 0
+
+
 class ImageCalibrationReader:
     """Feeds calibration images to ONNX Runtime's calibrator in batches; unreadable files are skipped.
 
@@ -139,7 +164,6 @@ class ImageCalibrationReader:
 
     def __init__(self, files: Sequence[Path], size: int, intensity: str, batch_size: int = CALIBRATION_BATCH) -> None:
         self.files, self.size, self.intensity, self.batch_size = list(files), size, intensity, batch_size
-        self.used = 0
         self._position = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -153,28 +177,30 @@ class ImageCalibrationReader:
                 except UnreadableImageError:
                     continue
             if images:
-                self.used += len(images)
                 return {"image": np.stack(images)}
         return None
 
     def rewind(self) -> None:
-        self._position, self.used = 0, 0
+        self._position = 0
 
 
-def quantize_onnx(fp32_path: str | Path, out: str | Path, reader: ImageCalibrationReader,
-                  settings: QuantizationSettings = QuantizationSettings(), extra_metadata: dict | None = None) -> Path:
-    """Statically quantise ``fp32_path`` into ``out`` with ``reader``'s images; metadata is carried over."""
+def quantize_onnx(fp32_path: str | Path, out: str | Path, reader: CalibrationReader,
+                  settings: QuantizationSettings = QuantizationSettings(),
+                  extra_metadata: dict | None = None) -> tuple[Path, int]:
+    """Statically quantise ``fp32_path`` into ``out`` with ``reader``'s images; metadata is carried over.
+
+    Returns the file and the number of calibration images used."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    out = Path(out)
+    out, counting = Path(out), _CountingReader(reader)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
         prepared, staged = Path(scratch) / "prepared.onnx", Path(scratch) / out.name
         quant_pre_process(str(fp32_path), str(prepared))
         quantize_static(
-            str(prepared), str(staged), reader,
+            str(prepared), str(staged), counting,
             quant_format=QuantFormat.QDQ if settings.quant_format == "qdq" else QuantFormat.QOperator,
             per_channel=settings.per_channel, reduce_range=settings.reduce_range,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -182,19 +208,19 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, reader: ImageCalibrati
             nodes_to_exclude=list(settings.exclude_nodes),
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
         )
-        if reader.used == 0:
+        if counting.images == 0:
             raise InvalidArgumentError("none of the calibration images could be read")
         graph = onnx.load(staged)
         source = {p.key: p.value for p in onnx.load(str(fp32_path), load_external_data=False).metadata_props}
         source["quantization"] = json.dumps({"method": "onnxruntime static", **settings.as_dict(),
-                                             "calibration_images": reader.used, **(extra_metadata or {})})
+                                             "calibration_images": counting.images, **(extra_metadata or {})})
         del graph.metadata_props[:]
         for key, value in source.items():
             entry = graph.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(graph, staged)
         staged.replace(out)
-    return out
+    return out, counting.images
 
 
 def export_int8(checkpoint: str | Path, out: str | Path, calibration_data: str | Path | None = None,
@@ -210,8 +236,8 @@ def export_int8(checkpoint: str | Path, out: str | Path, calibration_data: str |
     files = calibration_files(root, data_config, calibration_images, seed)
     fp32 = export_onnx(checkpoint, out)
     reader = ImageCalibrationReader(files, int(metadata["input_size"]), metadata.get("intensity_normalization", "none"))
-    path = quantize_onnx(fp32.path, int8_path(fp32.path), reader, settings, {"calibration_data": str(root)})
-    return Int8ExportResult(fp32, path, path.stat().st_size / 1e6, reader.used, str(root), settings)
+    path, used = quantize_onnx(fp32.path, int8_path(fp32.path), reader, settings, {"calibration_data": str(root)})
+    return Int8ExportResult(fp32, path, path.stat().st_size / 1e6, used, str(root), settings)
 
 
 def compare_int8(fp32_path: str | Path, int8_model: str | Path, records: Sequence[ImageRecord], name: str,
