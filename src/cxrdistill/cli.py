@@ -145,6 +145,7 @@ def models(
              "paper params M": s["paper_params_m"], "weight layers": s["weight_layers"],
              "paper depth": s["paper_depth"], "GFLOPs": s["gflops"], "GMACs": s["gmacs"],
              "paper comp. (M)": s["paper_computation_m"]} for s in summaries]
+    rows = [{k: "-" if v is None else v for k, v in row.items()} for row in rows]  # not in the paper's table
     print_rows(rows, "Models (FLOPs from torch.utils.flop_counter, 2 per multiply-add; paper's column ≈ MACs)")
 
 
@@ -227,13 +228,31 @@ def demo(
 def export(
     checkpoint: Path,
     out: Annotated[Path, typer.Option(help="Where to write the .onnx file.")] = Path("model.onnx"),
+    int8: Annotated[bool, typer.Option(
+        "--int8", help="Also write an INT8 model (ONNX Runtime static quantisation) beside it: *.int8.onnx.")] = False,
+    calibration_data: Annotated[Path | None, typer.Option(
+        help="--int8: the checkpoint's training data folder, if not where the checkpoint says (calibration uses its "
+             "train split, the accuracy check its val split).")] = None,
+    calibration_images: Annotated[int, typer.Option(help="--int8: training images to calibrate on.")] = 300,
+    external: ExternalOption = None,
 ) -> None:
-    """Export a checkpoint to ONNX (metadata embedded), verified against ONNX Runtime."""
+    """Export a checkpoint to ONNX (metadata embedded), verified against ONNX Runtime; optionally INT8 too."""
     from cxrdistill.deployment.export import export_onnx
 
-    result = export_onnx(checkpoint, out)
-    console.print(f"wrote {result.path} ({result.size_mb:.1f} MB); ONNX Runtime vs PyTorch max |diff| "
-                  f"{result.max_abs_difference:.2e}; model card: {result.path.parent / 'MODEL_CARD.md'}")
+    if not int8:
+        result = export_onnx(checkpoint, out)
+        console.print(f"wrote {result.path} ({result.size_mb:.1f} MB); ONNX Runtime vs PyTorch max |diff| "
+                      f"{result.max_abs_difference:.2e}; model card: {result.path.parent / 'MODEL_CARD.md'}")
+        return
+    from cxrdistill.deployment.quantize import agreement_rows, export_int8, int8_agreement
+
+    quantised = export_int8(checkpoint, out, calibration_data, calibration_images)
+    console.print(f"wrote {quantised.fp32.path} ({quantised.fp32.size_mb:.1f} MB) and {quantised.path} "
+                  f"({quantised.size_mb:.1f} MB, {quantised.size_ratio:.2f}x), calibrated on "
+                  f"{quantised.calibration_images} training images of {quantised.calibration_source}")
+    agreements = int8_agreement(checkpoint, quantised.fp32.path, quantised.path, calibration_data, external or [])
+    if agreements:
+        print_rows(agreement_rows(agreements), "fp32 vs int8 (ONNX Runtime) on labelled images")
 
 
 @app.command()
