@@ -12,7 +12,7 @@ BIN310 := $(VENV310)/bin
 define make-venv
 	$(1) -m venv $(2)
 	$(2)/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(2)/bin/python -m pip install --quiet -e ".[dev,deploy]"
+	$(2)/bin/python -m pip install --quiet -e ".[dev,deploy,serve]"
 	touch $(2)/bin/.installed
 endef
 
@@ -25,7 +25,7 @@ $(BIN310)/.installed: pyproject.toml
 .PHONY: install demo test test-py310 lint bench clean
 install: $(BIN)/.installed
 
-demo: $(BIN)/.installed  ## the main job, offline: synthetic data, teacher, student, distilled student
+demo: $(BIN)/.installed  ## the main job, offline: bundled real X-rays, teacher, student, distilled student
 	$(BIN)/cxrdistill demo
 
 test: $(BIN)/.installed  ## lint, then the whole test suite

@@ -4,6 +4,8 @@
 # shared Kermany train split (patient-wise train/val/test carved from it), reduced CPU presets, 600
 # training images per class. About 75 minutes on 2 idle CPU cores. Re-running continues finished runs
 # instead of repeating them (runs live in $OUT/seed{N}/{arm}).
+# The whole study with a report beside the paper's tables is now one command (README, "The demo and the
+# whole study in one command"): cxrdistill reproduce --preset cpu --data "$DATA"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data/chest_xray_224}

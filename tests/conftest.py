@@ -38,3 +38,30 @@ def tiny_config(synth_root: Path, workdir: Path, *overrides: str):
         "model.name=resnet18", "train.epochs=2", "train.lr=0.01", "train.early_stopping_patience=null",
         "evaluation.n_bootstrap=20", *overrides,
     ])
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained ResNet18 at 64 px (seeded) whose PNEUMONIA log-odds rise with every final feature map, so
+    that its Grad-CAM map is never empty: enough for prediction, heat maps and the service."""
+    import torch
+
+    from cxrdistill.config import load_config
+    from cxrdistill.models import create_model
+    from cxrdistill.training.checkpoint import checkpoint_metadata, save_checkpoint
+
+    torch.manual_seed(0)
+    config = load_config(None, ["model.name=resnet18"])
+    model = create_model(config.model, image_size=64)
+    with torch.no_grad():
+        model.fc.weight.copy_(torch.tensor([[-0.02], [0.02]]).expand_as(model.fc.weight))
+        model.fc.bias.copy_(torch.tensor([0.0, -0.5]))
+    return save_checkpoint(tmp_path_factory.mktemp("model") / "student.pt", model, checkpoint_metadata(config, 64))
+
+
+@pytest.fixture(scope="session")
+def small_onnx(small_checkpoint: Path) -> Path:
+    """``small_checkpoint`` exported to ONNX (needs the deploy extra)."""
+    from cxrdistill.deployment.export import export_onnx
+
+    return export_onnx(small_checkpoint, small_checkpoint.with_suffix(".onnx")).path

@@ -144,3 +144,28 @@ def test_bench_user_script_quick(synth_root: Path, tmp_path: Path) -> None:
     assert set(run["metrics"]) == {"internal test", "external test"}
     assert 0 <= run["metrics"]["external test"]["accuracy"]["value"] <= 1 and run["images_per_s"][0] > 0
     assert record["speed"]["project_over_user"] > 0
+
+
+def test_bench_ddp_quick(tmp_path: Path) -> None:
+    """One launch of 1 and of 2 gloo processes; images/s counts every process's images."""
+    payload = load("bench_ddp").main(["--quick", "--threads", "1", "--results-dir", str(tmp_path)])
+    record = check_result(tmp_path / "bench_ddp.json", "bench_ddp")
+    assert set(record["images_per_s"]) == {"1", "2"} and all(v[0] > 0 for v in record["images_per_s"].values())
+    assert record["ratios"]["two_vs_one_process"]["mean"] == pytest.approx(
+        record["images_per_s"]["2"][0] / record["images_per_s"]["1"][0])
+    assert payload["targets"]["two_vs_one_process"]["target"] == ">= 1.5"
+
+
+def test_bench_deploy_quick(tmp_path: Path) -> None:
+    """Every runtime of the slim student, the int8 variant and the other thread count, each against eager fp32."""
+    payload = load("bench_deploy").main(["--quick", "--threads", "1", "--results-dir", str(tmp_path)])
+    record = check_result(tmp_path / "bench_deploy.json", "bench_deploy")
+    runtimes = {row["runtime"] for row in record["table"]}
+    assert {"torch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_fp32_first_conv", "onnx_int8_2t"} <= runtimes
+    assert "mobilenet_v3_small/onnx_int8/latency_speedup_vs_torch_fp32" in payload["ratios"]
+    files = record["measurements"]["file_mb"]["mobilenet_v3_small"]
+    assert files["onnx_int8"] < files["onnx_fp32"]
+    assert record["targets"]["student_int8_file_vs_fp32"]["ratio"] == pytest.approx(
+        files["onnx_int8"] / files["onnx_fp32"], rel=1e-3)
+    for name in ("torch_fp32", "onnx_fp32", "onnx_int8"):
+        assert record["measurements"]["peak_memory"][f"mobilenet_v3_small/{name}"]["rise_mb"] > 0

@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -187,16 +185,13 @@ def test_audit_counts_unparsed_names_and_bare_folders(tmp_path: Path, synth_root
     assert report.patients_in_several_splits == {}
 
 
-def test_audit_reads_dicom_files(tmp_path: Path, synth_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_audit_reads_dicom_files(tmp_path: Path, synth_root: Path) -> None:
+    pytest.importorskip("pydicom", reason="DICOM support is the optional 'dicom' extra")
+    from image_files import write_dicom
+
     root = tmp_path / "data"
     shutil.copytree(synth_root / "test", root)
-    (root / "NORMAL" / "IM-7001-0001.dcm").write_bytes(b"\0" * 128 + b"DICM")
-
-    class Dicom:  # what read_grey uses of a pydicom dataset
-        pixel_array = np.arange(48 * 40, dtype=np.uint16).reshape(48, 40)
-        PhotometricInterpretation = "MONOCHROME2"
-
-    monkeypatch.setitem(sys.modules, "pydicom", types.SimpleNamespace(dcmread=lambda path: Dicom()))
+    write_dicom(root / "NORMAL" / "IM-7001-0001.dcm", np.arange(48 * 40, dtype=np.uint16).reshape(48, 40))
 
     report = audit_dataset(root, progress=False)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import types
 import warnings
 from pathlib import Path
 
@@ -203,53 +202,6 @@ def test_is_image_file(name: str, expected: bool) -> None:
 # --------------------------------------------------------------------------- DICOM
 
 
-def _write_real_dicom(path: Path, stored: np.ndarray, photometric: str) -> None:
-    """A minimal but complete single-frame DICOM file, written with pydicom."""
-    import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    dataset.Modality = "CR"
-    dataset.Rows, dataset.Columns = stored.shape
-    dataset.SamplesPerPixel = 1
-    dataset.PhotometricInterpretation = photometric
-    dataset.BitsAllocated = 16
-    dataset.BitsStored = 12
-    dataset.HighBit = 11
-    dataset.PixelRepresentation = 0
-    dataset.PixelData = stored.astype("<u2").tobytes()
-    if int(pydicom.__version__.split(".")[0]) >= 3:
-        dataset.save_as(path, enforce_file_format=True)
-    else:  # pydicom 2.x
-        dataset.is_little_endian = True
-        dataset.is_implicit_VR = False
-        dataset.save_as(path, write_like_original=False)
-
-
-def test_real_dicom_monochrome1_reads_inverted(tmp_path: Path) -> None:
-    pytest.importorskip("pydicom", reason="pydicom not installed; test_dicom_without_pydicom_* covers that path")
-    stored = np.linspace(0, 4095, 16 * 24).reshape(16, 24).astype(np.uint16)  # 12-bit values in uint16
-    mono1 = tmp_path / "mono1.dcm"
-    mono2 = tmp_path / "mono2.dcm"
-    _write_real_dicom(mono1, stored, "MONOCHROME1")
-    _write_real_dicom(mono2, stored, "MONOCHROME2")
-
-    inverted, plain = read_grey(mono1), read_grey(mono2)
-
-    assert inverted.dtype == plain.dtype == np.uint8 and inverted.shape == (16, 24)
-    assert plain[0, 0] == 0 and plain[-1, -1] == 255  # low stored value is dark in MONOCHROME2
-    assert inverted[0, 0] == 255 and inverted[-1, -1] == 0  # and bright in MONOCHROME1
-    np.testing.assert_array_equal(inverted.astype(int), 255 - plain.astype(int))
-
-
 def test_dicom_without_pydicom_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pydicom", None)  # makes `import pydicom` raise ImportError
     path = tmp_path / "chest.dcm"
@@ -258,57 +210,6 @@ def test_dicom_without_pydicom_says_how_to_install(tmp_path: Path, monkeypatch: 
         read_grey(path)
     assert str(path) in str(info.value)
     assert "pip install" in str(info.value) and "dicom" in str(info.value)
-
-
-class _FakeDicom:
-    """What _read_dicom uses of a pydicom dataset."""
-
-    def __init__(self, pixels: np.ndarray, photometric: str, slope: float = 1.0, intercept: float = 0.0) -> None:
-        self.pixel_array = pixels
-        self.PhotometricInterpretation = photometric
-        self.RescaleSlope = slope
-        self.RescaleIntercept = intercept
-
-
-def _fake_pydicom(monkeypatch: pytest.MonkeyPatch, dataset: object) -> None:
-    module = types.ModuleType("pydicom")
-
-    def dcmread(path):
-        if isinstance(dataset, Exception):
-            raise dataset
-        return dataset
-
-    module.dcmread = dcmread
-    monkeypatch.setitem(sys.modules, "pydicom", module)
-
-
-def test_dicom_photometric_and_rescale_handling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    stored = np.array([[0, 1024], [2048, 4095]], dtype=np.uint16)
-    path = tmp_path / "x.dcm"
-    path.write_bytes(b"")
-
-    _fake_pydicom(monkeypatch, _FakeDicom(stored, "MONOCHROME2"))
-    plain = read_grey(path)
-    _fake_pydicom(monkeypatch, _FakeDicom(stored, "MONOCHROME1"))
-    inverted = read_grey(path)
-    # A negative slope flips the stored order before windowing, so MONOCHROME2 then reads like the inverse.
-    _fake_pydicom(monkeypatch, _FakeDicom(stored, "MONOCHROME2", slope=-2.0, intercept=100.0))
-    rescaled = read_grey(path)
-
-    assert plain[0, 0] == 0 and plain[1, 1] == 255
-    np.testing.assert_array_equal(inverted, 255 - plain)
-    np.testing.assert_array_equal(rescaled, 255 - plain)
-
-
-def test_dicom_errors_are_unreadable_image_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "x.dcm"
-    path.write_bytes(b"")
-    _fake_pydicom(monkeypatch, RuntimeError("no pixel data"))
-    with pytest.raises(UnreadableImageError, match="not a readable DICOM image.*no pixel data"):
-        read_grey(path)
-    _fake_pydicom(monkeypatch, _FakeDicom(np.zeros((2, 4, 4), dtype=np.uint16), "MONOCHROME2"))
-    with pytest.raises(UnreadableImageError, match="single 2-D"):
-        read_grey(path)
 
 
 # --------------------------------------------------------------------------- resizing

@@ -59,3 +59,22 @@ def test_predict_files_with_checkpoint_and_onnx_agree(tmp_path, synth_root):
         assert a.prob_pneumonia == pytest.approx(b.prob_pneumonia, abs=1e-4) and a.predicted == b.predicted
         assert a.predicted == ("PNEUMONIA" if a.prob_pneumonia >= 0.5 else "NORMAL")
     assert from_torch[-1].error and from_onnx[-1].prob_pneumonia is None
+
+
+@pytest.mark.parametrize(("size_in", "size_out"), [((2, 2), (6, 6)), ((5, 3), (6, 6)), ((7, 9), (3, 4))])
+def test_fixed_adaptive_pooling_matches_pytorch(size_in, size_out):
+    from cxrdistill.deployment.export import FixedAdaptiveAvgPool2d
+
+    x = torch.randn(2, 4, *size_in)
+    expected = torch.nn.functional.adaptive_avg_pool2d(x, size_out)
+    assert torch.allclose(FixedAdaptiveAvgPool2d(size_in, size_out)(x), expected, atol=1e-6)
+
+
+def test_alexnet_below_224_px_exports(tmp_path):
+    """Its feature map (2x2 at 96 px) is pooled up to 6x6, which the ONNX exporter alone refuses."""
+    from cxrdistill.models import create_model
+
+    config = load_config(None, ["model.name=alexnet"])
+    checkpoint = save_checkpoint(tmp_path / "a.pt", create_model(config.model, image_size=96),
+                                 checkpoint_metadata(config, 96))
+    assert export_onnx(checkpoint, tmp_path / "a.onnx").max_abs_difference < 1e-3

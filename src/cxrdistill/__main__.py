@@ -1,4 +1,4 @@
-"""``python -m cxrdistill``: the command line without the installed script."""
+"""``python -m cxrdistill``: the command line, also as ``torchrun ... -m cxrdistill train ...``."""
 
 from cxrdistill.cli import main
 

@@ -146,6 +146,7 @@ def models(
              "paper params M": s["paper_params_m"], "weight layers": s["weight_layers"],
              "paper depth": s["paper_depth"], "GFLOPs": s["gflops"], "GMACs": s["gmacs"],
              "paper comp. (M)": s["paper_computation_m"]} for s in summaries]
+    rows = [{k: "-" if v is None else v for k, v in row.items()} for row in rows]  # not in the paper's table
     print_rows(rows, "Models (FLOPs from torch.utils.flop_counter, 2 per multiply-add; paper's column ≈ MACs)")
 
 
@@ -202,15 +203,25 @@ def data_synth(
 @app.command()
 @friendly_errors
 def demo(
-    data: Annotated[Path | None, typer.Option(help="Real data root; default: a synthetic set.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Your data root; default: the bundled sample of real X-rays.")
+                    ] = None,
+    synthetic: Annotated[bool, typer.Option(help="Train on a SYNTHETIC set instead (no real X-rays).")] = False,
     out: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("runs/demo"),
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Teacher, plain student and distilled student end to end, on CPU in minutes."""
+    """Teacher, plain student and distilled student end to end, on CPU in minutes (real X-rays by default)."""
     from cxrdistill.demo import run_demo
 
-    rows = run_demo(data, out, progress=not quiet)
-    print_rows(rows, "Demo: test split" + (" (SYNTHETIC data)" if data is None else f" ({data})"))
+    if data is not None and synthetic:
+        raise typer.BadParameter("give either --data or --synthetic, not both")
+    rows = run_demo(data, out, progress=not quiet, synthetic=synthetic)
+    source = {"sample": "the bundled sample of real Kermany X-rays", "synthetic": "SYNTHETIC data, not X-rays",
+              "data": str(data)}[rows[0]["data"]]
+    first = rows[0]
+    print_rows([{k: v for k, v in row.items() if k not in ("data", "split", "images", "patients", "threshold")}
+                for row in rows],
+               f"Demo on {source}: held-out {first['split']} split, {first['images']} images of "
+               f"{first['patients']} patients (none seen in training), threshold {first['threshold']:g}")
 
 
 @app.command("convert-checkpoint")
@@ -235,13 +246,31 @@ def convert_checkpoint(
 def export(
     checkpoint: Path,
     out: Annotated[Path, typer.Option(help="Where to write the .onnx file.")] = Path("model.onnx"),
+    int8: Annotated[bool, typer.Option(
+        "--int8", help="Also write an INT8 model (ONNX Runtime static quantisation) beside it: *.int8.onnx.")] = False,
+    calibration_data: Annotated[Path | None, typer.Option(
+        help="--int8: the checkpoint's training data folder, if not where the checkpoint says (calibration uses its "
+             "train split, the accuracy check its val split).")] = None,
+    calibration_images: Annotated[int, typer.Option(help="--int8: training images to calibrate on.")] = 300,
+    external: ExternalOption = None,
 ) -> None:
-    """Export a checkpoint to ONNX (metadata embedded), verified against ONNX Runtime."""
+    """Export a checkpoint to ONNX (metadata embedded), verified against ONNX Runtime; optionally INT8 too."""
     from cxrdistill.deployment.export import export_onnx
 
-    result = export_onnx(checkpoint, out)
-    console.print(f"wrote {result.path} ({result.size_mb:.1f} MB); ONNX Runtime vs PyTorch max |diff| "
-                  f"{result.max_abs_difference:.2e}")
+    if not int8:
+        result = export_onnx(checkpoint, out)
+        console.print(f"wrote {result.path} ({result.size_mb:.1f} MB); ONNX Runtime vs PyTorch max |diff| "
+                      f"{result.max_abs_difference:.2e}; model card: {result.path.parent / 'MODEL_CARD.md'}")
+        return
+    from cxrdistill.deployment.quantize import agreement_rows, export_int8, int8_agreement
+
+    quantised = export_int8(checkpoint, out, calibration_data, calibration_images)
+    console.print(f"wrote {quantised.fp32.path} ({quantised.fp32.size_mb:.1f} MB) and {quantised.path} "
+                  f"({quantised.size_mb:.1f} MB, {quantised.size_ratio:.2f}x), calibrated on "
+                  f"{quantised.calibration_images} training images of {quantised.calibration_source}")
+    agreements = int8_agreement(checkpoint, quantised.fp32.path, quantised.path, calibration_data, external or [])
+    if agreements:
+        print_rows(agreement_rows(agreements), "fp32 vs int8 (ONNX Runtime) on labelled images")
 
 
 @app.command()
@@ -270,24 +299,73 @@ def profile(
 @friendly_errors
 def predict(
     model: Annotated[Path, typer.Argument(help="A checkpoint (.safetensors) or an exported model (.onnx).")],
-    files: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, TIFF, DICOM).")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, TIFF, DICOM) or folders of them.")],
     threshold: Annotated[float | None, typer.Option(
         help="PNEUMONIA when its probability is at least this (default: the model's stored operating point, "
              "else 0.5).", min=0.0, max=1.0)] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Write a CSV (file, probability, label, threshold, heatmap, error) and print a summary.")] = None,
+    heatmap: Annotated[Path | None, typer.Option(help="Folder for a Grad-CAM overlay PNG per image.")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="With an .onnx MODEL: the checkpoint it was exported from, for --heatmap.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
-    """Classify image files with a student (PyTorch checkpoint or ONNX via ONNX Runtime)."""
+    """Classify images with a student (PyTorch checkpoint or ONNX via ONNX Runtime); unreadable files are
+    listed and skipped."""
     from dataclasses import asdict
 
-    from cxrdistill.deployment.predict import predict_files
+    from cxrdistill.deployment.predict import expand_inputs, predict_files, write_predictions_csv
+    from cxrdistill.errors import InvalidArgumentError
 
-    results = predict_files(model, files, threshold)
+    files = expand_inputs(inputs)
+    if not files:
+        raise InvalidArgumentError(f"no image files in {', '.join(map(str, inputs))}")
+    results = predict_files(model, files, threshold, heatmap_dir=heatmap, checkpoint=checkpoint,
+                            progress=not (as_json or quiet))
+    if out is not None:
+        write_predictions_csv(results, out)
     if as_json:
         print(json.dumps([asdict(r) for r in results], indent=1))
         return
-    print_rows([{"file": r.file, "prob_pneumonia": r.prob_pneumonia if r.error is None else "-",
-                 "predicted": r.predicted or f"unreadable: {r.error}"} for r in results],
-               f"Predictions of {model} (PNEUMONIA at probability >= {results[0].threshold:.4g})")
+    unreadable = [r for r in results if r.error is not None]
+    if out is None:
+        print_rows([{"file": r.file, "prob_pneumonia": r.prob_pneumonia if r.error is None else "-",
+                     "predicted": r.predicted or f"unreadable: {r.error}"} for r in results],
+                   f"Predictions of {model} (PNEUMONIA at probability >= {results[0].threshold:.4g})")
+        return
+    positives = sum(r.predicted == "PNEUMONIA" for r in results)
+    console.print(f"{len(results)} files: {len(results) - len(unreadable)} classified ({positives} PNEUMONIA at "
+                  f"probability >= {results[0].threshold:.4g}), {len(unreadable)} unreadable and skipped; "
+                  f"predictions in {out}" + (f", heat maps in {heatmap}" if heatmap else ""), highlight=False)
+    for r in unreadable[:20]:
+        console.print(f"  unreadable: {r.file}: {r.error}", highlight=False)
+    if len(unreadable) > 20:
+        console.print(f"  ... and {len(unreadable) - 20} more (see the error column of {out})", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def serve(
+    model: Annotated[Path, typer.Option(help="A checkpoint (.safetensors) or an exported model (.onnx), loaded once.")],
+    host: Annotated[str, typer.Option(help="Address to bind; the default answers this machine only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="With an .onnx MODEL: the checkpoint it was exported from, for heat maps.")] = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="PNEUMONIA threshold (default: the model's stored operating point, else 0.5).", min=0.0, max=1.0)] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload, in MiB.", min=0.001)] = 64.0,
+) -> None:
+    """Serve the model over HTTP: a page at / to upload an X-ray, POST /predict, GET /health."""
+    from cxrdistill.deployment.service import is_loopback
+    from cxrdistill.deployment.service import serve as run_service
+
+    if not is_loopback(host):
+        errors.print(f"[bold yellow]warning:[/] binding to {host}: the service has no authentication; anyone who "
+                     "can reach this address can upload images", highlight=False)
+    console.print(f"serving {model} at http://{host}:{port}/ (research software, not a medical device)",
+                  highlight=False)
+    run_service(model, host, port, checkpoint, threshold, int(max_upload_mb * 1024 * 1024))
 
 
 def with_external(config: ExperimentConfig, external: list[Path] | None) -> ExperimentConfig:
@@ -370,6 +448,32 @@ def compare(
     print_rows([{c: row[c] for c in columns} for row in result.summary], f"Comparison (results in {out})")
     if result.difference:
         print_rows(result.difference, "Paired difference over seeds (95% Student-t interval)")
+
+
+@app.command()
+@friendly_errors
+def reproduce(
+    overrides: Overrides = None,
+    data: Annotated[Path | None, typer.Option(help="Kermany root; default: the bundled sample of real X-rays.")
+                    ] = None,
+    preset_name: Annotated[str, typer.Option("--preset", help="demo, cpu or paper (configs/reproduce/), or a plan "
+                                                              "file.")] = "cpu",
+    out: Annotated[Path | None, typer.Option(help="Study folder (default: runs/reproduce-PRESET).")] = None,
+    external: ExternalOption = None,
+    plan: Annotated[list[str] | None, typer.Option(help="Change the plan: KEY=VALUE, e.g. seeds=[0] (repeatable).")
+                    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """The paper's whole study as resumable steps, and a report beside its tables (Markdown and HTML).
+
+    Re-running the same command skips finished steps and continues interrupted training runs.
+    """
+    from cxrdistill.reproduce import reproduce as run_reproduce
+
+    result = run_reproduce(preset_name, data, out, external, overrides, plan, progress=not quiet)
+    print_rows([{"step": r.step, "status": r.status, "wall s": r.wall_s if r.wall_s is not None else "-"}
+                for r in result.steps], f"Study in {result.out}")
+    console.print(f"report: {result.report_markdown} and {result.report_html}", highlight=False)
 
 
 @app.command()

@@ -56,6 +56,7 @@ class DataConfig:
     intensity_normalization: Literal["none", "equalize"] = "none"
     """Applied to every image at read time (training, evaluation, prediction): part of the model."""
     batch_size: int = 32
+    """Per process: under ``torchrun`` each of N processes takes this many images a step (global batch N x it)."""
     num_workers: int = -1
     """-1 sizes the loader to the machine (cores - 1, at most 8)."""
     max_per_class: int | None = None
@@ -86,6 +87,13 @@ class TrainConfig:
     """``step``: lr x ``gamma`` every ``step_size`` epochs (the paper); ``cosine``: decay to 0 over ``epochs``."""
     step_size: int = 7
     gamma: float = 0.9
+    warmup_epochs: int = 0
+    """Linear warm-up: epoch e (from 0) of the first ``warmup_epochs`` runs at lr x (e + 1) / (warmup_epochs + 1)."""
+    lr_scaling: Literal["none", "linear"] = "none"
+    """How ``lr`` follows the number of processes: ``none`` keeps it; ``linear`` multiplies it by the global batch
+    (``data.batch_size``, which is per process, x processes) over ``lr_base_batch_size``."""
+    lr_base_batch_size: int | None = None
+    """The global batch ``lr`` was tuned for (``linear`` scaling); ``None``: one process's ``data.batch_size``."""
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0
     """Mixup (Zhang et al. 2018): images and targets blended with a Beta(alpha, alpha) weight; 0 turns it off."""
@@ -253,16 +261,25 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
+    return dataclass_from_dict(ExperimentConfig, raw, overrides)
+
+
+def dataclass_from_dict(cls: type, raw: dict[str, Any], overrides: list[str] | None = None) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"a config is a mapping of sections (data:, model:, train:, ...), not {raw!r:.60}")
     raw = _deep_copy(raw)
     for override in overrides or []:
         _apply_override(raw, override)
-    return _build(ExperimentConfig, raw, "")
+    return _build(cls, raw, "")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML experiment file (or start from defaults when ``path`` is None) and apply overrides."""
+    return load_dataclass(ExperimentConfig, path, overrides)
+
+
+def load_dataclass(cls: type, path: str | Path | None, overrides: list[str] | None = None) -> Any:
+    """Any settings dataclass from a YAML file and dotted overrides, validated like an experiment config."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -273,7 +290,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         except (yaml.YAMLError, UnicodeDecodeError) as error:
             raise ConfigError(f"{path}: not valid YAML (UTF-8 text): {error}") from error
     try:
-        return config_from_dict(raw, overrides)
+        return dataclass_from_dict(cls, raw, overrides)
     except ConfigError as error:
         where = f"{path}: " if path is not None else ""
         raise ConfigError(f"{where}{error}") from None

@@ -7,11 +7,14 @@ which changes with shuffling and splits).
 Training batches are reproducible from ``(seed, epoch)`` alone: :class:`EpochSampler` draws the order
 from a generator seeded per epoch and hands each draw its own augmentation seed, which the dataset
 applies wherever it runs. So a resumed run sees the batches and augmentations an uninterrupted one
-would have, whatever the number of (persistent) loader worker processes.
+would have, whatever the number of (persistent) loader worker processes. Under ``torchrun`` it deals
+each rank every ``num_replicas``-th draw of that same sequence (as ``DistributedSampler`` does), so the
+epoch is still a function of ``(seed, epoch)`` and a run resumes exactly at any number of processes.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -105,11 +108,21 @@ class EpochSampler(Sampler[tuple[int, int]]):
     Wraps a random sampler (shuffle or class-balanced); :meth:`set_epoch` chooses the epoch, like
     ``DistributedSampler.set_epoch``. The sampler runs in the main process, so the epoch reaches
     persistent worker processes with each index instead of through their once-seeded generators.
+
+    With ``num_replicas`` > 1 the epoch's draws are padded (repeating its first ones) to a multiple of
+    ``num_replicas`` and rank ``rank`` takes draws ``rank, rank + num_replicas, ...``: every rank gets as
+    many batches (DDP needs that) and each draw keeps its augmentation seed whichever rank takes it.
     """
 
-    def __init__(self, sampler: RandomSampler | WeightedRandomSampler, seed: int) -> None:
+    def __init__(
+        self, sampler: RandomSampler | WeightedRandomSampler, seed: int, num_replicas: int = 1, rank: int = 0
+    ) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside 0..{num_replicas - 1}")
         self.sampler = sampler
         self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -122,10 +135,14 @@ class EpochSampler(Sampler[tuple[int, int]]):
         draws = list(self.sampler)
         # One seed per draw (not per image): the balanced sampler may draw an image twice in an epoch.
         seeds = np.random.SeedSequence([self.seed, self.epoch]).generate_state(len(draws), dtype=np.uint64)
-        yield from zip(map(int, seeds), map(int, draws), strict=True)
+        pairs = list(zip(map(int, seeds), map(int, draws), strict=True))
+        if self.num_replicas > 1:
+            total = len(self) * self.num_replicas
+            pairs = (pairs * math.ceil(total / max(1, len(pairs))))[:total][self.rank::self.num_replicas]
+        yield from pairs
 
     def __len__(self) -> int:
-        return len(self.sampler)
+        return math.ceil(len(self.sampler) / self.num_replicas)
 
 
 def default_num_workers(requested: int) -> int:
@@ -199,11 +216,14 @@ def build_loaders(
     pin_memory: bool = False,
     progress: bool = True,
     train_image_size: int | None = None,
+    num_replicas: int = 1,
+    rank: int = 0,
 ) -> DataBundle:
     """Split (or reuse the saved split), build datasets and loaders for train/val/test.
 
     ``train_image_size`` decodes training images at another size than evaluation ones: online
     distillation feeds the teacher's larger input and resizes the same batch down for the student.
+    ``num_replicas`` and ``rank`` give this process its share of each training epoch (``torchrun``).
     """
     split = resolve_split(config, root)
     datasets = {
@@ -223,10 +243,10 @@ def build_loaders(
         drawn = WeightedRandomSampler(weights, num_samples=len(train), replacement=True)
     else:
         drawn = RandomSampler(train)
-    sampler = EpochSampler(drawn, seed)
+    sampler = EpochSampler(drawn, seed, num_replicas, rank)
     # Each loader gets its own generator for the workers' base seeds, which the DataLoader would otherwise
     # draw from torch's global one - once per process with persistent workers, so a resumed run would drift.
-    loaders = {"train": DataLoader(train, sampler=sampler, drop_last=len(train) > config.batch_size,
+    loaders = {"train": DataLoader(train, sampler=sampler, drop_last=len(sampler) > config.batch_size,
                                    generator=torch.Generator().manual_seed(seed), **common)}
     for name, dataset in datasets.items():
         if name != "train":

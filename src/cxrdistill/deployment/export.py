@@ -7,21 +7,75 @@ calibration) goes into the ONNX file's metadata so that the exported model expla
 calibrated checkpoint's temperature is part of the graph: its ``logits`` are already divided by T,
 so a softmax over them gives the calibrated probabilities, and the stored threshold applies to those.
 Export is verified: ONNX Runtime must reproduce PyTorch's logits on random input, otherwise the file is not kept.
+
+AlexNet below 224 px pools a small feature map *up* to 6x6 (``AdaptiveAvgPool2d``), which the ONNX exporter
+only handles when the input size is a multiple of the output size. For export such a pooling layer becomes
+the same averaging written as two constant matrices (:class:`FixedAdaptiveAvgPool2d`): exact for the model's
+one input size, and the verification above checks it against the original network.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
+from cxrdistill.deployment.model_card import write_model_card
 from cxrdistill.evaluation.calibration import load_served_model
 
 OPSET = 17
+
+
+class FixedAdaptiveAvgPool2d(nn.Module):
+    """``adaptive_avg_pool2d`` for one known input size as ``rows @ x @ cols.T``: exportable for any sizes."""
+
+    def __init__(self, input_size: tuple[int, int], output_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.register_buffer("rows", _pooling_matrix(input_size[0], output_size[0]))
+        self.register_buffer("cols", _pooling_matrix(input_size[1], output_size[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rows @ x @ self.cols.T
+
+
+def _pooling_matrix(size_in: int, size_out: int) -> torch.Tensor:
+    """Row ``i`` averages PyTorch's adaptive bin ``[floor(i*in/out), ceil((i+1)*in/out))``."""
+    matrix = torch.zeros(size_out, size_in)
+    for i in range(size_out):
+        start, end = (i * size_in) // size_out, -(-(i + 1) * size_in // size_out)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
+def make_exportable(model: nn.Module, example: torch.Tensor) -> nn.Module:
+    """Replace the adaptive poolings the ONNX exporter refuses (input size not a multiple of the output size)."""
+    seen: dict[str, tuple[int, int]] = {}
+
+    def record_input_size(name: str) -> Callable[..., None]:
+        def hook(_module: nn.Module, args: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+            seen[name] = tuple(args[0].shape[-2:])
+
+        return hook
+
+    hooks = [module.register_forward_hook(record_input_size(name))
+             for name, module in model.named_modules() if isinstance(module, nn.AdaptiveAvgPool2d)]
+    with torch.no_grad():
+        model(example)
+    for hook in hooks:
+        hook.remove()
+    for name, (height, width) in seen.items():
+        size = model.get_submodule(name).output_size
+        output = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        if None not in output and (height % output[0] or width % output[1]):
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, FixedAdaptiveAvgPool2d((height, width), output))
+    return model
 
 
 @dataclass(frozen=True)
@@ -44,10 +98,13 @@ def export_onnx(checkpoint: str | Path, out: str | Path, tolerance: float = 1e-3
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        expected = model(example).numpy()
+    exportable = make_exportable(model, example)
     with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
         staged = Path(scratch) / out.name
         torch.onnx.export(
-            model, (example,), staged, input_names=["image"], output_names=["logits"],
+            exportable, (example,), staged, input_names=["image"], output_names=["logits"],
             dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET, dynamo=False,
         )
         graph = onnx.load(staged)
@@ -60,11 +117,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path, tolerance: float = 1e-3
             entry.key, entry.value = key, json.dumps(metadata.get(key))
         onnx.save(graph, staged)
         session = onnxruntime.InferenceSession(str(staged), providers=["CPUExecutionProvider"])
-        with torch.no_grad():
-            expected = model(example).numpy()
         actual = session.run(["logits"], {"image": example.numpy()})[0]
         difference = float(np.max(np.abs(actual - expected)))
         if difference > tolerance:
             raise RuntimeError(f"ONNX Runtime differs from PyTorch by {difference:.2e} (> {tolerance}); not exported")
         staged.replace(out)
+    write_model_card(checkpoint, out)
     return ExportResult(out, difference, out.stat().st_size / 1e6)

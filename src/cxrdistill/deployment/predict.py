@@ -3,20 +3,29 @@
 This is the path a deployment takes: decode with :func:`read_grey` (any format, DICOM included),
 resize to the model's own input size, normalise with :func:`to_model_input`, run. The ONNX route needs
 only onnxruntime and numpy at run time, which is what a clinic PC or an edge box should carry.
+
+A :class:`Predictor` holds one loaded model (the command line's batch and the web service both use it);
+:func:`predict_files` runs one over many files, optionally writing a Grad-CAM overlay per image
+(:mod:`cxrdistill.deployment.heatmap`). Heat maps need gradients, so with an ONNX model they come from
+the checkpoint it was exported from, given as ``checkpoint``; without one, asking for them is an error.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cxrdistill.data.io import UnreadableImageError, load_for_model
+from cxrdistill.data.io import UnreadableImageError, is_dicom, is_image_file, read_grey, resize_grey
 from cxrdistill.data.transforms import normalize_intensity, to_model_input
+from cxrdistill.deployment.heatmap import GradCam, overlay
+from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, load_served_model, stored_threshold
 from cxrdistill.training.checkpoint import CheckpointError
 
@@ -29,6 +38,8 @@ class FilePrediction:
     error: str | None = None
     threshold: float = DEFAULT_THRESHOLD
     """The threshold ``predicted`` was decided at (the model's operating point unless one was given)."""
+    heatmap: str | None = None
+    """The Grad-CAM overlay written for this file, when heat maps were asked for."""
 
 
 def _onnx_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
@@ -41,47 +52,190 @@ def _onnx_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
     return (lambda batch: session.run(["logits"], {"image": batch})[0]), metadata
 
 
-def _torch_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
-    model, metadata = load_served_model(path)  # with the stored temperature, as the ONNX graph has it
-    model.eval()
-
+def _torch_runner(model: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
     def run(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
             return model(torch.from_numpy(batch)).numpy()
 
-    return run, metadata
+    return run
+
+
+def model_id(path: Path) -> str:
+    """File name and the start of its SHA-256: which model answered, in logs and service responses."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return f"{path.name}@sha256:{digest.hexdigest()[:12]}"
+
+
+class Predictor:
+    """One model loaded once: probabilities (and, with a PyTorch model, Grad-CAM maps) for grey images.
+
+    ``model_path`` is a checkpoint or an ONNX file; ``checkpoint`` (for an ONNX model) is the PyTorch
+    checkpoint it was exported from, used for heat maps only. ``threshold`` defaults to the model's
+    stored operating point, else 0.5.
+    """
+
+    def __init__(self, model_path: str | Path, threshold: float | None = None,
+                 checkpoint: str | Path | None = None) -> None:
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise CheckpointError(f"model {self.model_path} does not exist")
+        self._torch_model: torch.nn.Module | None = None
+        if self.model_path.suffix == ".onnx":
+            self._run, self.metadata = _onnx_runner(self.model_path)
+            if checkpoint is not None:
+                self._torch_model = self._matching_checkpoint(Path(checkpoint))
+        else:
+            if checkpoint is not None:
+                raise InvalidArgumentError("a heat-map checkpoint is only needed with an ONNX model; "
+                                           f"{self.model_path} is a checkpoint already")
+            self._torch_model, self.metadata = load_served_model(self.model_path)
+            self._torch_model.eval()
+            self._run = _torch_runner(self._torch_model)
+        stored = stored_threshold(self.metadata)
+        self.threshold = threshold if threshold is not None else (DEFAULT_THRESHOLD if stored is None else stored)
+        self.input_size = int(self.metadata["input_size"])
+        self.class_names: list[str] = list(self.metadata["class_names"])
+        self.intensity = self.metadata.get("intensity_normalization", "none")  # absent in older models
+        self.model_id = model_id(self.model_path)
+        self._grad_cam = None
+
+    def _matching_checkpoint(self, checkpoint: Path) -> torch.nn.Module:
+        model, metadata = load_served_model(checkpoint)
+        for key in ("architecture", "input_size", "class_names"):
+            if metadata.get(key) != self.metadata.get(key):
+                raise CheckpointError(f"{checkpoint} does not match {self.model_path}: {key} is "
+                                      f"{metadata.get(key)!r} there and {self.metadata.get(key)!r} here")
+        return model.eval()
+
+    @property
+    def has_heatmaps(self) -> bool:
+        return self._torch_model is not None
+
+    def model_input(self, grey: np.ndarray) -> torch.Tensor:
+        """A decoded grey image -> the ``(3, S, S)`` normalised tensor this model takes."""
+        pixels = torch.tensor(resize_grey(grey, self.input_size)).unsqueeze(0)  # a copy: decoded arrays are read-only
+        return to_model_input(normalize_intensity(pixels, self.intensity))
+
+    def probabilities(self, inputs: torch.Tensor) -> list[float]:
+        """PNEUMONIA probability per image of a ``(N, 3, S, S)`` batch of model inputs."""
+        logits = torch.from_numpy(self._run(inputs.numpy()))
+        return torch.softmax(logits.float(), dim=1)[:, 1].tolist()
+
+    def label(self, probability: float) -> str:
+        return self.class_names[int(probability >= self.threshold)]
+
+    def require_heatmaps(self) -> None:
+        if self._torch_model is None:
+            raise InvalidArgumentError(
+                f"heat maps need gradients, which the ONNX model {self.model_path.name} has not: give the "
+                "checkpoint it was exported from (--checkpoint), or predict with the checkpoint itself")
+
+    def heatmaps(self, inputs: torch.Tensor) -> np.ndarray:
+        """Grad-CAM maps ``(N, S, S)`` in [0, 1] for a batch of model inputs (PyTorch model only)."""
+        self.require_heatmaps()
+        if self._grad_cam is None:
+            self._grad_cam = GradCam(self._torch_model, self.input_size)
+        return self._grad_cam(inputs)
+
+
+def expand_inputs(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, and each folder's image files (by suffix, or DICOM by its marker), recursively, sorted."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            files.append(path)
+            continue
+        for candidate in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            if is_image_file(candidate) or _has_dicom_marker(candidate):
+                files.append(candidate)
+    return files
+
+
+def _has_dicom_marker(path: Path) -> bool:
+    try:
+        with path.open("rb") as stream:
+            return is_dicom(stream)
+    except OSError:
+        return False
+
+
+def _heatmap_names(files: Sequence[Path]) -> list[str]:
+    """``STEM.png`` per file; repeated stems (same name in two folders) get ``-1``, ``-2``, ..."""
+    seen: dict[str, int] = {}
+    names = []
+    for file in files:
+        count = seen.get(file.stem, 0)
+        seen[file.stem] = count + 1
+        names.append(f"{file.stem}.png" if count == 0 else f"{file.stem}-{count}.png")
+    return names
 
 
 def predict_files(model_path: str | Path, files: Sequence[str | Path], threshold: float | None = None,
-                  batch_size: int = 16) -> list[FilePrediction]:
+                  batch_size: int = 16, heatmap_dir: str | Path | None = None, checkpoint: str | Path | None = None,
+                  progress: bool = False) -> list[FilePrediction]:
     """Probability of PNEUMONIA per file; unreadable files get an error entry instead of stopping the batch.
 
     ``threshold`` defaults to the model's stored operating point (checkpoint or ONNX metadata), else 0.5.
+    With ``heatmap_dir`` a Grad-CAM overlay PNG is written there per readable file (see :class:`Predictor`
+    for ``checkpoint``).
     """
-    model_path = Path(model_path)
-    run, metadata = _onnx_runner(model_path) if model_path.suffix == ".onnx" else _torch_runner(model_path)
-    if threshold is None:
-        stored = stored_threshold(metadata)
-        threshold = DEFAULT_THRESHOLD if stored is None else stored
-    size, classes = int(metadata["input_size"]), metadata["class_names"]
-    intensity = metadata.get("intensity_normalization", "none")  # absent in models from before the setting
-    results: list[FilePrediction] = []
-    for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
-        images, readable = [], []
-        for file in chunk:
+    predictor = Predictor(model_path, threshold, checkpoint)
+    if heatmap_dir is not None:
+        predictor.require_heatmaps()  # before any work is done
+    paths = [Path(f) for f in files]
+    names = _heatmap_names(paths)
+    if heatmap_dir is not None:
+        Path(heatmap_dir).mkdir(parents=True, exist_ok=True)
+    results: dict[int, FilePrediction] = {}
+    bar = _progress_bar(len(paths), progress)
+    for start in range(0, len(paths), batch_size):
+        greys, inputs, indices = [], [], []
+        for index in range(start, min(start + batch_size, len(paths))):
             try:
-                pixels = torch.tensor(load_for_model(file, size)).unsqueeze(0)  # a copy: decoded arrays are read-only
+                grey = read_grey(paths[index])
             except UnreadableImageError as error:
-                results.append(FilePrediction(str(file), None, None, error.reason))
+                results[index] = FilePrediction(str(files[index]), None, None, error.reason, predictor.threshold)
                 continue
-            images.append(to_model_input(normalize_intensity(pixels, intensity)))
-            readable.append(str(file))
-        if not images:
-            continue
-        logits = torch.from_numpy(run(torch.stack(images).numpy()))
-        probs = torch.softmax(logits.float(), dim=1)[:, 1].tolist()
-        results += [FilePrediction(f, p, classes[int(p >= threshold)], threshold=threshold)
-                    for f, p in zip(readable, probs, strict=True)]
-    order = {str(f): i for i, f in enumerate(files)}
-    return sorted(results, key=lambda r: order[r.file])
+            greys.append(grey)
+            inputs.append(predictor.model_input(grey))
+            indices.append(index)
+        if inputs:
+            batch = torch.stack(inputs)
+            probs = predictor.probabilities(batch)
+            maps = predictor.heatmaps(batch) if heatmap_dir is not None else [None] * len(indices)
+            for index, grey, prob, cam in zip(indices, greys, probs, maps, strict=True):
+                written = None
+                if cam is not None:
+                    written = Path(heatmap_dir) / names[index]
+                    overlay(grey, cam).save(written)
+                results[index] = FilePrediction(str(files[index]), prob, predictor.label(prob),
+                                                threshold=predictor.threshold,
+                                                heatmap=None if written is None else str(written))
+        bar.update(min(batch_size, len(paths) - start))
+    bar.close()
+    return [results[i] for i in range(len(paths))]
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="image", desc="predict", disable=not enabled)
+
+
+PREDICTION_COLUMNS = ("file", "probability", "label", "threshold", "heatmap", "error")
+
+
+def write_predictions_csv(results: Sequence[FilePrediction], out: str | Path) -> Path:
+    """One row per file (unreadable ones too, with their error), columns :data:`PREDICTION_COLUMNS`."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(PREDICTION_COLUMNS)
+        for r in results:
+            writer.writerow([r.file, "" if r.prob_pneumonia is None else f"{r.prob_pneumonia:.6f}", r.predicted or "",
+                             f"{r.threshold:.6g}", r.heatmap or "", r.error or ""])
+    return out

@@ -29,7 +29,8 @@ from cxrdistill.evaluation.metrics import MetricEstimate, summarize_runs
 from cxrdistill.evaluation.plots import plot_comparison
 from cxrdistill.evaluation.tables import write_table
 from cxrdistill.files import atomic_write_json
-from cxrdistill.training.run import data_root, train_or_resume
+from cxrdistill.training import distributed
+from cxrdistill.training.run import data_root, join_process_group, train_or_resume
 
 COMPARED_METRICS: tuple[str, ...] = (*TABLE_METRICS, "precision", "f1")
 EVALUATION_KEYS: tuple[str, ...] = ("set", "threshold")
@@ -116,6 +117,8 @@ def compare(
     """
     out = Path(out)
     first = next(iter(arms.values()))
+    join_process_group(first)
+    progress = progress and distributed.is_main_process()
     root = data_root(first, progress)
     result = Comparison()
     teachers: dict[int, Path] = {}
@@ -152,7 +155,8 @@ def compare(
     result.summary = summarize(result.runs, arm_names)
     if difference is not None:
         result.difference = paired_differences(result.runs, *difference)
-    write_results(result, out, root, report)
+    if distributed.is_main_process():
+        write_results(result, out, root, report)
     return result
 
 

@@ -15,7 +15,8 @@ from cxrdistill.config import ExperimentConfig
 from cxrdistill.evaluation.evaluate import TABLE_METRICS, evaluation_rows, load_run_evaluation
 from cxrdistill.evaluation.plots import plot_metric_curves
 from cxrdistill.evaluation.tables import write_table
-from cxrdistill.training.run import data_root, train_or_resume
+from cxrdistill.training import distributed
+from cxrdistill.training.run import data_root, join_process_group, train_or_resume
 
 PAPER_TEMPERATURES: tuple[float, ...] = (1, 10, 20, 30, 40, 50)
 PLOTTED_METRICS: tuple[str, ...] = ("accuracy", "specificity", "sensitivity", "loss")
@@ -33,6 +34,8 @@ def sweep_temperature(
     One row per (temperature, evaluation set, threshold rule), metrics as :class:`MetricEstimate`.
     """
     out = Path(out)
+    join_process_group(config)
+    progress = progress and distributed.is_main_process()
     root = data_root(config, progress)
     rows: list[dict] = []
     for temperature in temperatures:
@@ -45,7 +48,8 @@ def sweep_temperature(
         best = train_or_resume(run, progress)
         rows += [{"temperature": float(temperature), **row}
                  for row in evaluation_rows(load_run_evaluation(best), TABLE_METRICS)]
-        write_sweep(rows, out, root)  # after every temperature, so a stopped sweep keeps what it finished
+        if distributed.is_main_process():
+            write_sweep(rows, out, root)  # after every temperature, so a stopped sweep keeps what it finished
     return rows
 
 

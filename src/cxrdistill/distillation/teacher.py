@@ -27,6 +27,7 @@ from cxrdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cxrdistill.errors import CxrDistillError
 from cxrdistill.evaluation.predict import predict, resize_batch
 from cxrdistill.files import atomic_write, file_digest, text_digest
+from cxrdistill.training import distributed
 from cxrdistill.training.checkpoint import check_class_names, checkpoint_files, model_from_checkpoint
 from cxrdistill.training.device import Precision
 
@@ -119,7 +120,9 @@ def build_cached_teacher(
             print(f"teacher cache {path.name} lacks {len(missing)} image(s) of this split; computing them")
         subset = torch.utils.data.Subset(dataset, missing)
         loader = DataLoader(subset, batch_size=data_config.batch_size, shuffle=False)
-        computed = predict(teacher.model, loader, precision, progress=progress, desc="teacher logits")
+        # Under torchrun each rank computes a share; all receive the whole table and rank 0 stores it.
+        computed = predict(teacher.model, loader, precision, progress=progress, desc="teacher logits",
+                           across_ranks=True)
         table.update(zip(computed.keys, torch.from_numpy(computed.logits), strict=True))
         keys = sorted(table)
         payload = {"format": CACHE_FORMAT, "teacher_digest": teacher.digest, "keys": keys,
@@ -128,7 +131,8 @@ def build_cached_teacher(
         def write(stream) -> None:
             torch.save(payload, stream)
 
-        atomic_write(path, write)
+        if distributed.is_main_process():
+            atomic_write(path, write)
     return CachedTeacher(table, precision.device), path, len(missing)
 
 

@@ -29,6 +29,7 @@ from cxrdistill.config import EvaluationConfig
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.metrics import binary_metrics, check_binary_inputs
 from cxrdistill.evaluation.predict import Predictions
+from cxrdistill.training import distributed
 from cxrdistill.training.checkpoint import model_from_checkpoint, update_checkpoint_metadata
 
 THRESHOLD_POLICIES: tuple[str, ...] = ("youden", "min_sensitivity", "fixed")
@@ -96,7 +97,8 @@ def store_operating_point(
     record = operating_point_record(predictions.labels, predictions.prob_positive, settings.threshold_policy,
                                     chosen_on, settings.min_sensitivity, settings.fixed_threshold)
     record["data"] = data
-    update_checkpoint_metadata(checkpoint, {"operating_point": record, **(extra_metadata or {})}, out)
+    if distributed.is_main_process():  # under torchrun every rank holds the record, rank 0 writes it
+        update_checkpoint_metadata(checkpoint, {"operating_point": record, **(extra_metadata or {})}, out)
     return record
 
 

@@ -47,6 +47,7 @@ from cxrdistill.evaluation.plots import plot_confusion, plot_reliability, plot_r
 from cxrdistill.evaluation.predict import Predictions, predict
 from cxrdistill.evaluation.tables import write_table
 from cxrdistill.files import atomic_write_json, atomic_write_text
+from cxrdistill.training import distributed
 from cxrdistill.training.checkpoint import check_class_names
 from cxrdistill.training.device import resolve_device, resolve_precision
 
@@ -205,12 +206,16 @@ def predict_records(
     model: nn.Module, metadata: dict, data_config: DataConfig, records: list[ImageRecord], device: str = "auto",
     batch_size: int | None = None, progress: bool = True,
 ) -> tuple[list[ImageRecord], Predictions]:
-    """Run ``model`` over ``records`` (unreadable images are skipped with a warning); returns those kept."""
+    """Run ``model`` over ``records`` (unreadable images are skipped with a warning); returns those kept.
+
+    Under ``torchrun`` every rank must call it: each predicts a share and all receive every prediction.
+    """
     dataset = build_dataset(records, data_config, int(metadata["input_size"]), augment=False, progress=progress)
     workers = default_num_workers(data_config.num_workers)
     loader = DataLoader(dataset, batch_size=batch_size or data_config.batch_size, num_workers=workers)
     precision = resolve_precision(resolve_device(device), "auto")
-    predictions = predict(model.to(precision.device), loader, precision, progress=progress, desc="evaluate")
+    predictions = predict(model.to(precision.device), loader, precision, progress=progress, desc="evaluate",
+                          across_ranks=True)
     return dataset.records, predictions
 
 
@@ -312,7 +317,8 @@ def evaluate_run(
             point = store_operating_point(checkpoint, predictions, threshold_settings, "val", description)
             metadata = {**metadata, "operating_point": point}
         sets[name] = evaluate_set(name, description, records, predictions, metadata, n_bootstrap)
-    write_run_evaluation(checkpoint, metadata, sets)
+    if distributed.is_main_process():
+        write_run_evaluation(checkpoint, metadata, sets)
     return sets
 
 

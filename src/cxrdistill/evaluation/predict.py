@@ -1,4 +1,8 @@
-"""Running a model over a loader: labels, probabilities and logits, gathered without per-batch syncs."""
+"""Running a model over a loader: labels, probabilities and logits, gathered without per-batch syncs.
+
+Under ``torchrun`` a prediction ``across_ranks`` splits the loader's dataset among the processes and
+gathers the results, so every rank gets the whole split's predictions in order, each computed once.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from cxrdistill.training import distributed
 from cxrdistill.training.device import Precision
 
 
@@ -30,9 +35,17 @@ class Predictions:
 @torch.no_grad()
 def predict(
     model: nn.Module, loader: DataLoader, precision: Precision, input_size: int | None = None, progress: bool = False,
-    desc: str = "predict",
+    desc: str = "predict", across_ranks: bool = False,
 ) -> Predictions:
-    """Eval-mode logits for every sample; ``input_size`` resizes batches decoded at another size."""
+    """Eval-mode logits for every sample; ``input_size`` resizes batches decoded at another size.
+
+    ``across_ranks`` (every rank must call it): each process predicts its share of an unshuffled loader.
+    """
+    if across_ranks and distributed.is_distributed():
+        shard = predict(model, distributed.shard_loader(loader), precision, input_size, progress, desc)
+        items = distributed.gather_in_order(list(zip(shard.labels, shard.logits, shard.keys, strict=True)),
+                                            len(loader.dataset))
+        return Predictions(np.array([i[0] for i in items]), np.stack([i[1] for i in items]), [i[2] for i in items])
     model.eval()
     logits, labels, keys = [], [], []
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):

@@ -57,7 +57,8 @@ class ModelSpec:
     """Parameter-name prefixes of the classification head(s)."""
     weights_enum: str
     """Name of the torchvision weights enum, e.g. ``AlexNet_Weights``."""
-    paper: PaperFigures
+    paper: PaperFigures | None
+    """The paper's Table I row; ``None`` for architectures the paper does not list (the slim students)."""
     min_input_size: int = 63
     imagenet_input_transform: bool = False
     """torchvision's ImageNet weights for it expect their own input scaling, switched on with pretrained inits."""

@@ -29,9 +29,10 @@ class ModelSummary:
     weight_layers: int
     gflops: float
     gmacs: float
-    paper_params_m: float
-    paper_depth: int
-    paper_computation_m: float
+    paper_params_m: float | None
+    paper_depth: int | None
+    paper_computation_m: float | None
+    """``None`` for architectures the paper's Table I does not list."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -65,7 +66,7 @@ def summarize(config: ModelConfig, input_size: int | None = None) -> ModelSummar
         weight_layers=weight_layers(model),
         gflops=flops / 1e9,
         gmacs=flops / 2e9,
-        paper_params_m=spec.paper.params_m,
-        paper_depth=spec.paper.depth,
-        paper_computation_m=spec.paper.computation_m,
+        paper_params_m=spec.paper.params_m if spec.paper else None,
+        paper_depth=spec.paper.depth if spec.paper else None,
+        paper_computation_m=spec.paper.computation_m if spec.paper else None,
     )

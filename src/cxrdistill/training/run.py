@@ -1,12 +1,14 @@
 """One experiment from a config: data, model, objective, trainer — the Python API behind ``cxrdistill train``.
 
 With ``distill.teacher`` set the same config distils (the KD objective replaces plain cross-entropy);
-without it the model trains on the labels alone, as in torchdistill.
+without it the model trains on the labels alone, as in torchdistill. Started by ``torchrun`` with
+several processes, the same call trains one model with DistributedDataParallel (see ``distributed``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from cxrdistill.errors import CxrDistillError
 from cxrdistill.evaluation.evaluate import evaluate_run
 from cxrdistill.evaluation.operating_point import choose_on_val
 from cxrdistill.models import create_model, input_size
+from cxrdistill.training import distributed
 from cxrdistill.training.checkpoint import (
     WEIGHTS_SUFFIX,
     checkpoint_metadata,
@@ -73,15 +76,24 @@ def deterministic_algorithms(enabled: bool) -> Iterator[None]:
         torch.backends.cudnn.benchmark = previous[1]
 
 
+def join_process_group(config: ExperimentConfig) -> torch.device:
+    """This process's device, after joining ``torchrun``'s process group when there is one."""
+    device = resolve_device(config.train.device)
+    distributed.setup(device)
+    return distributed.local_device(device)
+
+
 def data_root(config: ExperimentConfig, progress: bool = True) -> Path:
-    """The configured data folder, or the project's synthetic set (made once, deterministic)."""
+    """The configured data folder, or the project's synthetic set (made once, by rank 0, deterministic)."""
     if config.data.root is not None:
         return Path(config.data.root)
+    join_process_group(config)  # sweeps and comparisons get here first
     root = Path(config.data.synthetic_dir)
-    if not is_complete_synthetic_set(root):
-        if progress:
-            print(f"No data.root given: writing a SYNTHETIC data set to {root} (not real X-rays).")
-        make_synthetic_dataset(root, SynthSpec(seed=config.data.split_seed))
+    with distributed.main_process_first():
+        if not is_complete_synthetic_set(root):
+            if progress and distributed.is_main_process():
+                print(f"No data.root given: writing a SYNTHETIC data set to {root} (not real X-rays).")
+            make_synthetic_dataset(root, SynthSpec(seed=config.data.split_seed))
     return root
 
 
@@ -103,6 +115,8 @@ def resume_state_path(config: ExperimentConfig) -> Path:
 
 def _run_experiment(config: ExperimentConfig, resume: bool, progress: bool) -> RunResult:
     run_dir = config.run_dir
+    device = join_process_group(config)
+    progress = progress and distributed.is_main_process()
     state_path = resume_state_path(config)
     if (run_dir / "last.pt").exists() and not state_path.exists():
         raise RunDirectoryError(
@@ -121,30 +135,39 @@ def _run_experiment(config: ExperimentConfig, resume: bool, progress: bool) -> R
     seed_everything(config.train.seed)
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
-    device = resolve_device(config.train.device)
     precision = resolve_precision(device, config.train.amp)
     size = input_size(config.model, config.data.image_size)
 
     from cxrdistill.distillation.objective import build_objective, data_image_size
 
     train_size = data_image_size(config, size)
-    bundle = build_loaders(
-        config.data, data_root(config, progress), size, config.train.seed,
-        balance_sampler=config.train.class_balance == "sampler", pin_memory=device.type == "cuda",
-        progress=progress, train_image_size=train_size,
-    )
+    root = data_root(config, progress)
+    with distributed.main_process_first():  # rank 0 writes the split and fills the decoded-image cache
+        bundle = build_loaders(
+            config.data, root, size, config.train.seed,
+            balance_sampler=config.train.class_balance == "sampler", pin_memory=device.type == "cuda",
+            progress=progress, train_image_size=train_size,
+            num_replicas=distributed.world_size(), rank=distributed.rank(),
+        )
     model = create_model(config.model, image_size=size)
     objective = build_objective(config, bundle, supervised_objective(config, bundle), precision, size, progress)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    if distributed.is_main_process():
+        save_config(config, run_dir / "config.yaml")
+    processes = distributed.world_size()
     metadata = {**checkpoint_metadata(config, size), "config_digest": config_digest(config),
-                "split_digest": split_digest(bundle.split)}
-    trainer = Trainer(model, objective, config.train, precision, run_dir, metadata, size, progress)
+                "split_digest": split_digest(bundle.split), "processes": processes}
+    # config.train.lr as stored; the optimiser gets it scaled by train.lr_scaling for this many processes
+    train_config = dataclasses.replace(
+        config.train, lr=distributed.effective_lr(config.train, config.data.batch_size, processes))
+    trainer = Trainer(model, objective, train_config, precision, run_dir, metadata, size, progress)
     if resume:
         trainer.resume()
     state = trainer.fit(bundle.loaders)
+    distributed.barrier()  # rank 0's checkpoints are on disk before every rank evaluates them
     handed_on = trainer.best_path if config.train.keep == "best" else trainer.last_path
     evaluate_after_training(config, bundle.split.root, [trainer.best_path, trainer.last_path], handed_on, progress)
+    distributed.barrier()  # and its evaluation and operating points before anyone reads them
     return RunResult(run_dir, trainer.best_path, trainer.last_path, state, bundle, config.train.keep)
 
 

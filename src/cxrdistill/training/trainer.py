@@ -46,6 +46,7 @@ from cxrdistill.evaluation.metrics import binary_metrics
 from cxrdistill.evaluation.predict import predict
 from cxrdistill.files import atomic_write_text
 from cxrdistill.models import train_mode
+from cxrdistill.training import distributed
 from cxrdistill.training.checkpoint import (
     WEIGHTS_SUFFIX,
     load_training_state,
@@ -118,6 +119,8 @@ class Trainer:
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.forward_model = torch.compile(self.model) if config.compile else self.model
+        self.train_model = distributed.wrap_model(self.forward_model, precision.device)
+        """What a training step calls: DDP around ``forward_model`` under ``torchrun``, else ``forward_model``."""
         self.objective = objective
         parameters = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(
@@ -189,7 +192,9 @@ class Trainer:
             self.ema.n_averaged.fill_(saved["ema_updates"])
         self.model.load_state_dict(saved.get("raw_model") or saved["model_state"])
         self.optimizer.load_state_dict(saved["optimizer"])
+        base_lrs = self.scheduler.base_lrs  # this run's (``lr_scaling`` may scale it by another world size)
         self.scheduler.load_state_dict(saved["scheduler"])
+        self.scheduler.base_lrs = base_lrs
         for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
                                        self.scheduler.lr_lambdas, strict=True):
             group["lr"] = base * factor(self.scheduler.last_epoch)
@@ -209,7 +214,8 @@ class Trainer:
         self._write_metrics()
 
     def _write_metrics(self) -> None:
-        atomic_write_text(self.metrics_path, "".join(json.dumps(row) + "\n" for row in self.state.history))
+        if distributed.is_main_process():
+            atomic_write_text(self.metrics_path, "".join(json.dumps(row) + "\n" for row in self.state.history))
 
     @contextlib.contextmanager
     def _stop_on_sigint(self) -> Iterator[None]:
@@ -236,11 +242,11 @@ class Trainer:
 
     def _stop_if_interrupted(self, step: int | None = None) -> None:
         """Save the resume state (mid-epoch after ``step`` steps, or at the epoch boundary) and stop."""
-        if not self.interrupted:
+        if not self._interrupt_agreed():
             return
         if step is not None:
             self.state.step = step
-        if step is not None or not self.state_path.is_file():
+        if distributed.is_main_process() and (step is not None or not self.state_path.is_file()):
             save_training_state(self.state_path, self._training_state(), self.metadata)
         where = (f"epoch {self.state.epoch + 1}, step {step}" if step is not None
                  else f"the end of epoch {self.state.epoch}")
@@ -249,8 +255,24 @@ class Trainer:
             f"Continue with the same command and --resume"
         )
 
+    def _interrupt_agreed(self) -> bool:
+        """Under ``torchrun`` a Ctrl-C on any rank stops every rank at the same step (else they would hang)."""
+        if distributed.is_distributed():
+            flag = torch.tensor(int(self.interrupted), device=self.precision.device)
+            distributed.all_reduce_sum(flag)
+            self.interrupted = bool(flag)
+        return self.interrupted
+
     def _check_finite(self, first_bad_step: torch.Tensor) -> None:
         bad = int(first_bad_step)
+        if distributed.is_distributed():  # every rank stops together when any rank's loss is non-finite
+            flag = (first_bad_step >= 0).long()
+            distributed.all_reduce_sum(flag)
+            if bad < 0 and bool(flag):
+                raise NonFiniteLossError(
+                    f"the training loss became non-finite on another process in epoch {self.state.epoch + 1}; "
+                    f"training stopped and the checkpoints of epoch {self.state.epoch} are kept"
+                )
         if bad >= 0:
             raise NonFiniteLossError(
                 f"the training loss became non-finite at epoch {self.state.epoch + 1}, step {bad + 1}; training "
@@ -261,10 +283,13 @@ class Trainer:
     # -- loop --------------------------------------------------------------------------------
     def _reseed_shuffle(self, loader: DataLoader) -> None:
         """Each epoch's order and augmentation depend on (seed, epoch) only (``EpochSampler.set_epoch``), so a
-        resumed run sees the batches it would have. Loaders without ``set_epoch`` (benchmarks) keep their own."""
+        resumed run sees the batches it would have. Loaders without ``set_epoch`` (benchmarks) keep their own.
+        Under ``torchrun`` each rank's own random streams (dropout, mixup) are reseeded from (seed, rank, epoch)."""
         set_epoch = getattr(loader.sampler, "set_epoch", None)
         if set_epoch is not None:
             set_epoch(self.state.epoch)
+        if distributed.is_distributed():
+            distributed.seed_rank_epoch(self.config.seed, self.state.epoch)
 
     def train_epoch(self, loader: DataLoader) -> dict[str, float]:
         train_mode(self.model)
@@ -288,7 +313,7 @@ class Trainer:
             if mix is not None:
                 images = mix.images(images)
             with self.precision.autocast():
-                loss, logits = self.objective(self.forward_model, images, labels, batch["key"], mix)
+                loss, logits = self.objective(self.train_model, images, labels, batch["key"], mix)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -304,7 +329,8 @@ class Trainer:
                 self._check_finite(first_bad_step)
                 if self.progress:
                     bar.set_postfix(loss=f"{loss.item():.4f}")
-            if self.interrupted:
+            agree = not distributed.is_distributed() or step % self.config.log_every == 0
+            if agree and self._interrupt_agreed():
                 self._check_finite(first_bad_step)
                 self.state.partial = {"loss": total_loss.cpu(), "correct": correct.cpu(), "seen": seen}
                 self._stop_if_interrupted(step + 1)
@@ -312,10 +338,16 @@ class Trainer:
         self.state.step, self.state.partial = 0, {}
         if seen == 0:
             raise ValueError("the training loader produced no batches; is the training split empty?")
-        return {"train_loss": float(total_loss) / seen, "train_accuracy": float(correct) / seen}
+        counted = torch.tensor(seen, device=device)
+        distributed.all_reduce_sum(total_loss, correct, counted)  # the epoch's figures over all ranks
+        distributed.average_buffers(self.model)
+        if self.ema is not None:
+            distributed.average_buffers(self.ema.module)
+        return {"train_loss": float(total_loss) / int(counted), "train_accuracy": float(correct) / int(counted)}
 
     def validate(self, loader: DataLoader) -> dict[str, float]:
-        predictions = predict(self.eval_model, loader, self.precision, self.input_size, desc="validate")
+        predictions = predict(self.eval_model, loader, self.precision, self.input_size, desc="validate",
+                              across_ranks=True)
         with warnings.catch_warnings():
             # Early epochs often predict one class only; the NaN it gives is recorded, the warning is noise.
             warnings.simplefilter("ignore", UndefinedMetricWarning)
@@ -346,13 +378,15 @@ class Trainer:
             if self.state.improved(value, config.monitor):
                 self.state.best_value, self.state.best_epoch = value, self.state.epoch
                 self.state.epochs_without_improvement = 0
-                save_checkpoint(self.best_path, self.saved_model, {**self.metadata, "metrics": row})
+                if distributed.is_main_process():
+                    save_checkpoint(self.best_path, self.saved_model, {**self.metadata, "metrics": row})
             else:
                 self.state.epochs_without_improvement += 1
             patience = config.early_stopping_patience
             self.state.stopped_early = patience is not None and self.state.epochs_without_improvement >= patience
-            save_checkpoint(self.last_path, self.saved_model, {**self.metadata, "metrics": row},
-                            self._training_state())
+            if distributed.is_main_process():
+                save_checkpoint(self.last_path, self.saved_model, {**self.metadata, "metrics": row},
+                                self._training_state())
             self.state.history.append(row)
             self._write_metrics()
             if self.progress:
@@ -363,16 +397,23 @@ class Trainer:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """Stepped once per epoch: the paper's step decay, or cosine decay to 0 over ``epochs``.
+    """Stepped once per epoch: the paper's step decay, or cosine decay to 0 over ``epochs``, after an optional
+    linear warm-up over ``warmup_epochs`` (for the larger learning rates of many processes).
 
     Both are closed-form in the epoch (a ``LambdaLR``), so a resumed run — even one whose ``epochs`` was
     raised — recomputes its learning rate from the configuration instead of trusting a stored one.
     """
-    if config.schedule == "cosine":
-        epochs = max(1, config.epochs)
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: (1 + math.cos(math.pi * epoch / epochs)) / 2)
-    step_size, gamma = config.step_size, config.gamma
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: gamma ** (epoch // step_size))
+    epochs, step_size, gamma, warmup = max(1, config.epochs), config.step_size, config.gamma, config.warmup_epochs
+
+    def decay(epoch: int) -> float:
+        if config.schedule == "cosine":
+            return (1 + math.cos(math.pi * epoch / epochs)) / 2
+        return gamma ** (epoch // step_size)
+
+    def factor(epoch: int) -> float:
+        return decay(epoch) * min(1.0, (epoch + 1) / (warmup + 1))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def make_ema(model: nn.Module, decay: float | None) -> AveragedModel | None:

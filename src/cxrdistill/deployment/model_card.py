@@ -1,0 +1,112 @@
+"""A model card (``MODEL_CARD.md``) written beside an exported model, so the file explains itself to its users.
+
+It says what the model is and was trained on, what it is for and not for, how well it did with 95 %
+intervals on the internal test split and on each external set (from the run's ``evaluation.json``,
+which training writes), at which threshold, and its known limits. Everything comes from the
+checkpoint and its run folder: nothing is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cxrdistill.evaluation.evaluate import RUN_EVALUATION_FILE
+from cxrdistill.files import atomic_write_text
+from cxrdistill.training.checkpoint import load_checkpoint
+
+MODEL_CARD = "MODEL_CARD.md"
+CARD_METRICS = ("accuracy", "sensitivity", "specificity", "roc_auc")
+LIMITATIONS = (
+    "Research software, **not a medical device**: its outputs are not diagnoses and must not guide care.",
+    "Trained on paediatric chest X-rays (children aged 1-5) from a single centre (Guangzhou Women and Children's "
+    "Medical Center, Kermany et al. 2018); adults, other hospitals, scanners and protocols are out of scope "
+    "until checked on local labelled images (`cxrdistill calibrate-and-evaluate`).",
+    "Two classes only (NORMAL, PNEUMONIA): other findings are not recognised and will be forced into one of them.",
+    "A later cohort of the same centre already scores lower than a patient-wise split of the training folder, "
+    "specificity above all; thresholds chosen on the internal validation split may not transfer.",
+)
+
+
+def evaluation_section(checkpoint: Path) -> list[str]:
+    """Metrics with intervals per evaluation set and threshold, from the run's ``evaluation.json``."""
+    path = checkpoint.parent / RUN_EVALUATION_FILE
+    if not path.is_file():
+        return [f"No `{RUN_EVALUATION_FILE}` beside the checkpoint: this model was not evaluated after training. "
+                f"Run `cxrdistill evaluate {checkpoint} --data DIR` before relying on it."]
+    evaluation = json.loads(path.read_text())
+    lines = []
+    if Path(evaluation["checkpoint"]).name != checkpoint.name:
+        lines += [f"These figures are of `{Path(evaluation['checkpoint']).name}`, the checkpoint its run handed on, "
+                  f"not of the exported `{checkpoint.name}`.", ""]
+    lines += ["| set | images (patients) | threshold | " + " | ".join(CARD_METRICS) + " |",
+              "|---|---|---|" + "---|" * len(CARD_METRICS)]
+    for name, entry in evaluation["sets"].items():
+        for result in entry["results"]:
+            cells = []
+            for metric in CARD_METRICS:
+                estimate = result["metrics"][metric]
+                cells.append(f"{estimate['value']:.3f} [{estimate['low']:.3f}, {estimate['high']:.3f}]")
+            lines.append(f"| {name} ({entry['data']}) | {entry['count']} ({entry['patients']}) | {result['rule']} "
+                         f"({result['threshold']:.3g}) | " + " | ".join(cells) + " |")
+    lines += ["", "Values with 95 % patient-bootstrap intervals. `val` chose the operating threshold, so its figures "
+                  "at that threshold are optimistic; `test` is a patient-wise held-out split of the training data; "
+                  "other sets are external (never trained on)."]
+    return lines
+
+
+def training_summary(config: dict) -> str:
+    train, distill = config.get("train", {}), config.get("distill", {})
+    how = (f"distilled from the teacher `{distill['teacher']}` at T = {distill.get('temperature')}"
+           if distill.get("teacher") else "supervised on the labels only")
+    return (f"{how}; init {config.get('model', {}).get('init')}, {train.get('epochs')} epochs, lr {train.get('lr')}, "
+            f"seed {train.get('seed')}.")
+
+
+def write_model_card(checkpoint: str | Path, exported: str | Path) -> Path:
+    """Write ``MODEL_CARD.md`` beside ``exported`` describing the model exported from ``checkpoint``."""
+    checkpoint, exported = Path(checkpoint), Path(exported)
+    metadata = load_checkpoint(checkpoint)["metadata"]
+    config = metadata.get("config", {})
+    data = config.get("data", {})
+    point = metadata.get("operating_point")
+    threshold = (f"{point['threshold']:.4g} ({point['policy']}, chosen on {point['chosen_on']})" if point
+                 else "0.5 (no operating point stored)")
+    temperature = (metadata.get("calibration") or {}).get("temperature")
+    lines = [
+        f"# Model card: {exported.name}",
+        "",
+        "## Model",
+        "",
+        f"* Architecture: {metadata['architecture']} at {metadata['input_size']} px "
+        f"(front-end: {metadata.get('frontend', 'none')}), exported from `{checkpoint}`.",
+        f"* Training: {training_summary(config)}",
+        f"* Input: one grey channel replicated to three, {metadata['normalization']}; intensity normalisation "
+        f"{metadata.get('intensity_normalization', 'none')}. Output: logits for {metadata['class_names']} "
+        f"(positive class {metadata['positive_class']}).",
+        f"* Decision threshold on P({metadata['positive_class']}): {threshold}"
+        + (f"; probabilities calibrated with temperature {temperature:.4g}." if temperature else "."),
+        f"* Versions: {metadata.get('versions')}; created {metadata.get('created')}.",
+        "",
+        "## Data",
+        "",
+        f"* Trained on `{data.get('root')}` (split by patient, seed {data.get('split_seed')}; at most "
+        f"{data.get('max_per_class') or 'all'} training images per class).",
+        "* Source data: Kermany D, Zhang K, Goldbaum M. Labeled Optical Coherence Tomography (OCT) and Chest X-Ray "
+        "Images for Classification. Mendeley Data, v2, 2018. doi:10.17632/rscbjbr9sj.2 (CC BY 4.0).",
+        "",
+        "## Intended use",
+        "",
+        f"{metadata.get('intended_use', '')} Meant for studying knowledge distillation and small models on weak "
+        "hardware, not for screening or diagnosing patients.",
+        "",
+        "## Metrics",
+        "",
+        *evaluation_section(checkpoint),
+        "",
+        "## Limitations",
+        "",
+        *(f"* {item}" for item in LIMITATIONS),
+        "",
+    ]
+    return atomic_write_text(exported.parent / MODEL_CARD, "\n".join(lines))

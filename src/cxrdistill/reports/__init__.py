@@ -1,0 +1,1 @@
+"""Reports: the reproduction report beside the paper's tables (Markdown and one self-contained HTML page)."""

@@ -1,0 +1,42 @@
+"""``export`` writes MODEL_CARD.md beside the exported model, from the checkpoint and its run's evaluation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from conftest import tiny_config
+
+from cxrdistill.config import load_config
+from cxrdistill.deployment.export import export_onnx
+from cxrdistill.deployment.model_card import MODEL_CARD
+from cxrdistill.training.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
+
+
+def test_export_writes_a_model_card_with_metrics_threshold_and_limits(synth_root, tmp_path):
+    from cxrdistill.training.run import run_experiment
+
+    external = shutil.copytree(synth_root / "test", tmp_path / "site_b")
+    config = tiny_config(synth_root, tmp_path, "train.epochs=1", f"data.external=[{external}]")
+    run = run_experiment(config, progress=False)
+    exported = export_onnx(run.final_checkpoint, tmp_path / "deploy" / "student.onnx")
+    card = (exported.path.parent / MODEL_CARD).read_text()
+    point = load_checkpoint(run.final_checkpoint)["metadata"]["operating_point"]
+    evaluation = json.loads((run.run_dir / "evaluation.json").read_text())
+    accuracy = evaluation["sets"]["site_b"]["results"][0]["metrics"]["accuracy"]
+    assert f"{point['threshold']:.4g} ({point['policy']}, chosen on val)" in card
+    assert f"{accuracy['value']:.3f} [{accuracy['low']:.3f}, {accuracy['high']:.3f}]" in card
+    for text in ("| test (", "| site_b (", "not a medical device", "paediatric", "single centre",
+                 "10.17632/rscbjbr9sj.2", "resnet18 at 32 px", "supervised on the labels only"):
+        assert text in card, text
+
+
+def test_model_card_says_when_a_model_was_never_evaluated(tmp_path):
+    from cxrdistill.models import create_model
+
+    config = load_config(None, ["model.name=resnet18"])
+    checkpoint = save_checkpoint(tmp_path / "m.pt", create_model(config.model, image_size=32),
+                                 checkpoint_metadata(config, 32))
+    export_onnx(checkpoint, tmp_path / "m.onnx")
+    card = (tmp_path / MODEL_CARD).read_text()
+    assert "was not evaluated after training" in card and "0.5 (no operating point stored)" in card
