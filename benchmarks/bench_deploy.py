@@ -109,7 +109,7 @@ def prepare(model: str, size: int, folder: Path, threads: int, calibration_batch
     torch.manual_seed(0)
     config = ExperimentConfig(model=ModelConfig(name=model))
     network = create_model(config.model, image_size=size)
-    checkpoint = save_checkpoint(folder / f"{model}.pt", network, checkpoint_metadata(config, size))
+    checkpoint = save_checkpoint(folder / f"{model}.safetensors", network, checkpoint_metadata(config, size))
     fp32 = export_onnx(checkpoint, folder / f"{model}.onnx").path
     runtimes = {"torch_fp32": Runtime(model, "torch", None, threads), "onnx_fp32": Runtime(model, "onnx", str(fp32),
                                                                                             threads)}
@@ -206,8 +206,8 @@ def main(argv: list[str] | None = None) -> dict:
         latency: dict[str, list[float]] = {name: [] for name in runtimes}
         throughput: dict[str, list[float]] = {name: [] for name in runtimes}
         order = list(runtimes)
-        file_mb = {name: (Path(r.path).stat().st_size if r.path else (Path(scratch) / f"{r.model}.pt").stat().st_size)
-                   / 1e6 for name, r in runtimes.items()}
+        file_mb = {name: Path(r.path or Path(scratch) / f"{r.model}.safetensors").stat().st_size / 1e6
+                   for name, r in runtimes.items()}
         runners = {}  # each model loaded once and kept for all rounds, after one untimed call per batch size
         for name, runtime in runtimes.items():
             runners[name] = thread_bound(load_runner(runtime, size), runtime.threads)

@@ -23,6 +23,7 @@ ALLOWED = {
     "data/cache.py": "an append-only pixel store: rows past the atomically written index are cut off when "
                      "the next append starts",
     "deployment/export.py": "staged in a temporary folder, checked with ONNX Runtime, then renamed over the target",
+    "deployment/quantize.py": "staged in a temporary folder like export.py, then renamed over the target",
     "deployment/profile.py": "writes the kernel's /proc/self/clear_refs, not a file",
 }
 

@@ -69,7 +69,8 @@ def test_distillation_across_world_sizes(synth_root: Path, tmp_path: Path) -> No
     assert ranks[0] == ranks[1]  # same weights and buffers on both ranks after each epoch, same batch count
     assert len({row["digest"] for row in ranks[0]}) == 2  # and they did train
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        ["best.pt", "last.pt", "config.yaml", "metrics.jsonl", "evaluation.json", "evaluation.csv", "evaluation.md"])
+        ["best.safetensors", "best.json", "last.safetensors", "last.json", "last.state.pt", "config.yaml",
+         "metrics.jsonl", "evaluation.json", "evaluation.csv", "evaluation.md"])
     assert [row["epoch"] for row in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3]  # one writer
     assert load_checkpoint(run_dir / "last.pt")["metadata"]["processes"] == 2
 
@@ -86,8 +87,9 @@ def test_distillation_across_world_sizes(synth_root: Path, tmp_path: Path) -> No
     distributed = json.loads((run_dir / "evaluation.json").read_text())
     again = tmp_path / "again"
     again.mkdir()
-    shutil.copy(run_dir / "best.pt", again / "best.pt")
-    single = evaluate_run(again / "best.pt", synth_root, n_bootstrap=20, device="cpu",
+    for name in ("best.safetensors", "best.json"):
+        shutil.copy(run_dir / name, again / name)
+    single = evaluate_run(again / "best.safetensors", synth_root, n_bootstrap=20, device="cpu",
                           threshold_settings=config.evaluation)
     assert set(distributed["sets"]) == set(single) == {"val", "test"}
     for name, evaluation in single.items():

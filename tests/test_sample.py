@@ -63,5 +63,5 @@ def test_demo_on_the_sample_uses_the_demo_presets_and_the_teacher_it_hands_on(tm
     configs = demo_configs(Path("ROOT"), tmp_path, presets="demo")
     assert configs["teacher"].model.name == "inception_v3" and configs["student"].model.name == "alexnet"
     teacher = configs["teacher"]
-    assert configs["student_kd"].distill.teacher == str(teacher.run_dir / f"{teacher.train.keep}.pt")
+    assert configs["student_kd"].distill.teacher == str(teacher.run_dir / f"{teacher.train.keep}.safetensors")
     assert configs["student"].distill.teacher is None

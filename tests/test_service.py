@@ -42,7 +42,7 @@ def service(small_checkpoint: Path):
 def test_health_names_the_model_by_file_and_hash(service: str, small_checkpoint: Path) -> None:
     health = httpx.get(f"{service}/health").json()
     digest = hashlib.sha256(small_checkpoint.read_bytes()).hexdigest()[:12]
-    assert health["status"] == "ok" and health["model"] == f"student.pt@sha256:{digest}"
+    assert health["status"] == "ok" and health["model"] == f"student.safetensors@sha256:{digest}"
     assert health["heatmaps"] is True and health["input_size"] == 64 and health["threshold"] == 0.5
 
 
@@ -65,7 +65,7 @@ def test_prediction_matches_the_file_path_for_png_and_dicom(service: str, small_
         body = answer.json()
         assert body["probability"] == pytest.approx(offline.prob_pneumonia, abs=1e-5)
         assert body["label"] == offline.predicted and body["threshold"] == 0.5
-        assert body["model"].startswith("student.pt@sha256:") and "heatmap_png" not in body
+        assert body["model"].startswith("student.safetensors@sha256:") and "heatmap_png" not in body
 
 
 def test_heatmap_is_a_png_overlay_at_the_image_aspect(service: str) -> None:

@@ -53,6 +53,7 @@ from cxrdistill.evaluation.evaluate import (
 from cxrdistill.evaluation.metrics import MetricEstimate
 from cxrdistill.files import atomic_write_json, text_digest
 from cxrdistill.provenance import describe_machine, git_state, package_versions
+from cxrdistill.training.checkpoint import WEIGHTS_SUFFIX
 from cxrdistill.training.run import train_or_resume
 
 STEPS: tuple[str, ...] = ("audit", "models", "zoo", "compare", "teacher", "student", "sweep", "profile", "external")
@@ -356,7 +357,7 @@ def evaluation_results(checkpoint: str | Path, set_name: str) -> list[dict]:
 
 def final_checkpoint(config: ExperimentConfig) -> Path:
     """The checkpoint a run hands on (``train.keep``), where it will be once trained."""
-    return config.run_dir / f"{config.train.keep}.pt"
+    return config.run_dir / f"{config.train.keep}{WEIGHTS_SUFFIX}"
 
 
 def finished_run(config: ExperimentConfig) -> bool:

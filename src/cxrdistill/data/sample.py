@@ -23,7 +23,7 @@ from PIL import Image
 from cxrdistill.data.layout import CLASS_NAMES, ImageRecord, scan_dataset
 from cxrdistill.data.splits import patients_in_several_splits, split_patients
 from cxrdistill.errors import CxrDistillError
-from cxrdistill.files import atomic_write, file_digest
+from cxrdistill.files import atomic_write, atomic_write_text, file_digest
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 SAMPLE_ARCHIVE = SAMPLE_DIR / "kermany-sample.zip"
@@ -139,8 +139,8 @@ def extract_sample(dest: str | Path, archive: str | Path = SAMPLE_ARCHIVE) -> Pa
         return dest
     with zipfile.ZipFile(archive) as opened:
         opened.extractall(dest)  # zipfile drops absolute paths and ".." from member names
-    (dest / "README.md").write_text(f"Extracted from {archive}.\n\n{CITATION}\n")
-    marker.write_text(digest + "\n")
+    atomic_write_text(dest / "README.md", f"Extracted from {archive}.\n\n{CITATION}\n")
+    atomic_write_text(marker, digest + "\n")  # last: the folder is complete
     return dest
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from cxrdistill.data.transforms import normalize_intensity, to_model_input
 from cxrdistill.deployment.heatmap import GradCam, overlay
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, load_served_model, stored_threshold
+from cxrdistill.files import atomic_write, atomic_write_text
 from cxrdistill.training.checkpoint import CheckpointError
 
 
@@ -210,7 +212,8 @@ def predict_files(model_path: str | Path, files: Sequence[str | Path], threshold
                 written = None
                 if cam is not None:
                     written = Path(heatmap_dir) / names[index]
-                    overlay(grey, cam).save(written)
+                    picture = overlay(grey, cam)
+                    atomic_write(written, lambda stream, picture=picture: picture.save(stream, format="PNG"))
                 results[index] = FilePrediction(str(files[index]), prob, predictor.label(prob),
                                                 threshold=predictor.threshold,
                                                 heatmap=None if written is None else str(written))
@@ -231,11 +234,11 @@ PREDICTION_COLUMNS = ("file", "probability", "label", "threshold", "heatmap", "e
 def write_predictions_csv(results: Sequence[FilePrediction], out: str | Path) -> Path:
     """One row per file (unreadable ones too, with their error), columns :data:`PREDICTION_COLUMNS`."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(PREDICTION_COLUMNS)
-        for r in results:
-            writer.writerow([r.file, "" if r.prob_pneumonia is None else f"{r.prob_pneumonia:.6f}", r.predicted or "",
-                             f"{r.threshold:.6g}", r.heatmap or "", r.error or ""])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(PREDICTION_COLUMNS)
+    for r in results:
+        writer.writerow([r.file, "" if r.prob_pneumonia is None else f"{r.prob_pneumonia:.6f}", r.predicted or "",
+                         f"{r.threshold:.6g}", r.heatmap or "", r.error or ""])
+    atomic_write_text(out, text.getvalue())
     return out
