@@ -29,7 +29,7 @@ from cxrdistill.deployment.heatmap import GradCam, overlay
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, load_served_model, stored_threshold
 from cxrdistill.files import atomic_write, atomic_write_text
-from cxrdistill.training.checkpoint import CheckpointError
+from cxrdistill.training.checkpoint import CheckpointError, checkpoint_files
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,8 @@ class Predictor:
     def __init__(self, model_path: str | Path, threshold: float | None = None,
                  checkpoint: str | Path | None = None) -> None:
         self.model_path = Path(model_path)
+        if self.model_path.suffix != ".onnx":  # NAME.pt or NAME.json name the checkpoint pair too
+            self.model_path = checkpoint_files(self.model_path).weights
         if not self.model_path.is_file():
             raise CheckpointError(f"model {self.model_path} does not exist")
         self._torch_model: torch.nn.Module | None = None
