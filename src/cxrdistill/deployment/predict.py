@@ -13,7 +13,6 @@ the checkpoint it was exported from, given as ``checkpoint``; without one, askin
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from cxrdistill.data.transforms import normalize_intensity, to_model_input
 from cxrdistill.deployment.heatmap import GradCam, overlay
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, load_served_model, stored_threshold
+from cxrdistill.files import file_digest
 from cxrdistill.training.checkpoint import CheckpointError
 
 
@@ -62,11 +62,7 @@ def _torch_runner(model: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
 
 def model_id(path: Path) -> str:
     """File name and the start of its SHA-256: which model answered, in logs and service responses."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return f"{path.name}@sha256:{digest.hexdigest()[:12]}"
+    return f"{path.name}@sha256:{file_digest(path)[:12]}"
 
 
 class Predictor:
