@@ -107,3 +107,17 @@ def test_checkpoints_carry_a_digest_of_the_settings(synth_root, tmp_path, one_ep
     extended = tiny_config(synth_root, tmp_path, "train.epochs=5", "train.threads=1")
     assert config_digest(extended) == config_digest(config)
     assert config_digest(tiny_config(synth_root, tmp_path, "train.lr=0.5")) != config_digest(config)
+
+
+def test_a_reused_finished_run_is_scored_again_only_when_its_scoring_settings_change(synth_root, tmp_path,
+                                                                                     one_epoch_run):
+    evaluation = one_epoch_run.run_dir / "evaluation.json"
+    first = evaluation.stat().st_mtime_ns
+    same = tiny_config(synth_root, tmp_path, "train.epochs=1")
+    train_or_resume(same, progress=False)
+    assert evaluation.stat().st_mtime_ns == first  # reused as it is: not evaluated twice
+    rescored = tiny_config(synth_root, tmp_path, "train.epochs=1", "evaluation.threshold_policy=fixed",
+                           "evaluation.fixed_threshold=0.3")
+    train_or_resume(rescored, progress=False)
+    assert evaluation.stat().st_mtime_ns != first
+    assert json.loads(evaluation.read_text())["operating_point"]["threshold"] == pytest.approx(0.3)

@@ -16,12 +16,20 @@ from pathlib import Path
 
 import torch
 
-from cxrdistill.config import NOT_STORED, ExperimentConfig, config_differences, config_digest, save_config
+from cxrdistill.config import (
+    NOT_STORED,
+    ExperimentConfig,
+    config_differences,
+    config_digest,
+    flat_settings,
+    save_config,
+)
 from cxrdistill.data.dataset import DataBundle, build_loaders
 from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
 from cxrdistill.errors import CxrDistillError
 from cxrdistill.evaluation.evaluate import evaluate_run
 from cxrdistill.evaluation.operating_point import choose_on_val
+from cxrdistill.files import atomic_write_text, text_digest
 from cxrdistill.models import create_model, input_size
 from cxrdistill.training import distributed
 from cxrdistill.training.checkpoint import checkpoint_metadata, load_checkpoint
@@ -148,9 +156,26 @@ def _run_experiment(config: ExperimentConfig, resume: bool, progress: bool) -> R
     state = trainer.fit(bundle.loaders)
     distributed.barrier()  # rank 0's checkpoints are on disk before every rank evaluates them
     handed_on = trainer.best_path if config.train.keep == "best" else trainer.last_path
-    evaluate_after_training(config, bundle.split.root, [trainer.best_path, trainer.last_path], handed_on, progress)
+    evaluated = run_dir / EVALUATED_FILE
+    key = evaluation_key(config, state.epoch)
+    if not (evaluated.is_file() and evaluated.read_text() == key):  # a finished run is not scored twice
+        evaluate_after_training(config, bundle.split.root, [trainer.best_path, trainer.last_path], handed_on,
+                                progress)
+        if distributed.is_main_process():
+            atomic_write_text(evaluated, key)
     distributed.barrier()  # and its evaluation and operating points before anyone reads them
     return RunResult(run_dir, trainer.best_path, trainer.last_path, state, bundle, config.train.keep)
+
+
+EVALUATED_FILE = "evaluated.key"
+"""Written after a run's evaluation: what it was done for, so reusing a finished run does not redo it."""
+
+
+def evaluation_key(config: ExperimentConfig, epochs_trained: int) -> str:
+    """What a run's evaluation depends on: the run's settings, how far it trained, and the scoring settings."""
+    scoring = {k: v for k, v in flat_settings(config).items()
+               if k.startswith("evaluation.") or k in ("data.external", "train.keep")}
+    return text_digest(config_digest(config), epochs_trained, scoring)
 
 
 def evaluate_after_training(
