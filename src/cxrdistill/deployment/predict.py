@@ -60,6 +60,12 @@ def _torch_runner(model: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
+def model_input(grey: np.ndarray, size: int, intensity: str) -> torch.Tensor:
+    """A decoded grey image -> the ``(3, size, size)`` normalised tensor a model takes, exactly as at inference."""
+    pixels = torch.tensor(resize_grey(grey, size)).unsqueeze(0)  # a copy: decoded arrays are read-only
+    return to_model_input(normalize_intensity(pixels, intensity))
+
+
 def model_id(path: Path) -> str:
     """File name and the start of its SHA-256: which model answered, in logs and service responses."""
     return f"{path.name}@sha256:{file_digest(path)[:12]}"
@@ -112,8 +118,7 @@ class Predictor:
 
     def model_input(self, grey: np.ndarray) -> torch.Tensor:
         """A decoded grey image -> the ``(3, S, S)`` normalised tensor this model takes."""
-        pixels = torch.tensor(resize_grey(grey, self.input_size)).unsqueeze(0)  # a copy: decoded arrays are read-only
-        return to_model_input(normalize_intensity(pixels, self.intensity))
+        return model_input(grey, self.input_size, self.intensity)
 
     def probabilities(self, inputs: torch.Tensor) -> list[float]:
         """PNEUMONIA probability per image of a ``(N, 3, S, S)`` batch of model inputs."""
