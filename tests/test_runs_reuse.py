@@ -121,3 +121,16 @@ def test_a_reused_finished_run_is_scored_again_only_when_its_scoring_settings_ch
     train_or_resume(rescored, progress=False)
     assert evaluation.stat().st_mtime_ns != first
     assert json.loads(evaluation.read_text())["operating_point"]["threshold"] == pytest.approx(0.3)
+
+
+def test_a_finished_evaluated_run_is_handed_on_without_being_loaded(synth_root, tmp_path, one_epoch_run, monkeypatch):
+    import cxrdistill.training.run as run
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished, evaluated run was loaded again")
+
+    monkeypatch.setattr(run, "run_experiment", must_not_run)
+    same = tiny_config(synth_root, tmp_path, "train.epochs=1")
+    assert train_or_resume(same, progress=False) == one_epoch_run.final_checkpoint
+    with pytest.raises(AssertionError, match="loaded again"):  # longer: it must train on
+        train_or_resume(tiny_config(synth_root, tmp_path, "train.epochs=2"), progress=False)

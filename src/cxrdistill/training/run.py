@@ -157,7 +157,7 @@ def _run_experiment(config: ExperimentConfig, resume: bool, progress: bool) -> R
     distributed.barrier()  # rank 0's checkpoints are on disk before every rank evaluates them
     handed_on = trainer.best_path if config.train.keep == "best" else trainer.last_path
     evaluated = run_dir / EVALUATED_FILE
-    key = evaluation_key(config, state.epoch)
+    key = evaluation_key(config)
     if not (evaluated.is_file() and evaluated.read_text() == key):  # a finished run is not scored twice
         evaluate_after_training(config, bundle.split.root, [trainer.best_path, trainer.last_path], handed_on,
                                 progress)
@@ -171,11 +171,16 @@ EVALUATED_FILE = "evaluated.key"
 """Written after a run's evaluation: what it was done for, so reusing a finished run does not redo it."""
 
 
-def evaluation_key(config: ExperimentConfig, epochs_trained: int) -> str:
-    """What a run's evaluation depends on: the run's settings, how far it trained, and the scoring settings."""
+def evaluation_key(config: ExperimentConfig) -> str:
+    """What a finished run's evaluation depends on: the run's settings, its length and the scoring settings."""
     scoring = {k: v for k, v in flat_settings(config).items()
-               if k.startswith("evaluation.") or k in ("data.external", "train.keep")}
-    return text_digest(config_digest(config), epochs_trained, scoring)
+               if k.startswith("evaluation.") or k in ("data.external", "train.keep", "train.epochs")}
+    return text_digest(config_digest(config), scoring)
+
+
+def handed_on_checkpoint(config: ExperimentConfig) -> Path:
+    """The checkpoint a run hands on (``train.keep``), where it is (or will be) once trained."""
+    return config.run_dir / f"{config.train.keep}.pt"
 
 
 def evaluate_after_training(
@@ -218,5 +223,8 @@ def train_or_resume(config: ExperimentConfig, progress: bool = True) -> Path:
 
     Sweeps, comparisons and the demo call this so that re-running one continues where it stopped.
     """
+    evaluated = config.run_dir / EVALUATED_FILE
+    if evaluated.is_file() and evaluated.read_text() == evaluation_key(config):
+        return handed_on_checkpoint(config)  # finished and scored with these settings: nothing to load or redo
     resume = (config.run_dir / "last.pt").exists()
     return run_experiment(config, resume=resume, progress=progress).final_checkpoint
