@@ -25,7 +25,7 @@ from cxrdistill.evaluation.evaluate import evaluate_run, predict_checkpoint
 from cxrdistill.models import create_model
 from cxrdistill.training.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 from cxrdistill.training.distributed import effective_lr
-from cxrdistill.training.run import run_experiment
+from cxrdistill.training.run import EVALUATED_FILE, run_experiment
 from cxrdistill.training.trainer import make_scheduler
 
 TESTS = Path(__file__).resolve().parent
@@ -69,7 +69,8 @@ def test_distillation_across_world_sizes(synth_root: Path, tmp_path: Path) -> No
     assert ranks[0] == ranks[1]  # same weights and buffers on both ranks after each epoch, same batch count
     assert len({row["digest"] for row in ranks[0]}) == 2  # and they did train
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        ["best.pt", "last.pt", "config.yaml", "metrics.jsonl", "evaluation.json", "evaluation.csv", "evaluation.md"])
+        ["best.pt", "last.pt", "config.yaml", "metrics.jsonl", "evaluation.json", "evaluation.csv", "evaluation.md",
+         EVALUATED_FILE])  # one writer: no rank-suffixed or temporary files left behind
     assert [row["epoch"] for row in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3]  # one writer
     assert load_checkpoint(run_dir / "last.pt")["metadata"]["processes"] == 2
 
