@@ -25,7 +25,7 @@ from cxrdistill.evaluation.evaluate import evaluate_run, predict_checkpoint
 from cxrdistill.models import create_model
 from cxrdistill.training.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 from cxrdistill.training.distributed import effective_lr
-from cxrdistill.training.run import run_experiment
+from cxrdistill.training.run import EVALUATED_FILE, run_experiment
 from cxrdistill.training.trainer import make_scheduler
 
 TESTS = Path(__file__).resolve().parent
@@ -70,16 +70,17 @@ def test_distillation_across_world_sizes(synth_root: Path, tmp_path: Path) -> No
     assert len({row["digest"] for row in ranks[0]}) == 2  # and they did train
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
         ["best.safetensors", "best.json", "last.safetensors", "last.json", "last.state.pt", "config.yaml",
-         "metrics.jsonl", "evaluation.json", "evaluation.csv", "evaluation.md"])
+         "metrics.jsonl", "evaluation.json", "evaluation.csv", "evaluation.md", EVALUATED_FILE])
     assert [row["epoch"] for row in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3]  # one writer
-    assert load_checkpoint(run_dir / "last.pt")["metadata"]["processes"] == 2
+    assert load_checkpoint(run_dir / "last.safetensors")["metadata"]["processes"] == 2
 
     merged = torch.load(cache_file, weights_only=True)
     assert merged["keys"] == single_cache["keys"]
     torch.testing.assert_close(merged["logits"], single_cache["logits"], rtol=1e-4, atol=1e-5)
 
     # Validation in the loop covered the whole val split, not rank 0's half.
-    _, val_predictions, _, _ = predict_checkpoint(run_dir / "last.pt", synth_root, "val", "cpu", progress=False)
+    _, val_predictions, _, _ = predict_checkpoint(run_dir / "last.safetensors", synth_root, "val", "cpu",
+                                                  progress=False)
     last_row = read_jsonl(run_dir / "metrics.jsonl")[-1]
     assert last_row["val_loss"] == pytest.approx(val_predictions.mean_cross_entropy(), rel=1e-4)
 
@@ -108,7 +109,7 @@ def test_distillation_across_world_sizes(synth_root: Path, tmp_path: Path) -> No
                              resume=True, progress=False)
     assert resumed.state.epoch == 4
     assert [row["epoch"] for row in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3, 4]
-    assert load_checkpoint(run_dir / "last.pt")["metadata"]["processes"] == 1
+    assert load_checkpoint(run_dir / "last.safetensors")["metadata"]["processes"] == 1
 
 
 def test_epoch_sampler_shards_one_epoch_among_ranks() -> None:

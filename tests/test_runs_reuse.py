@@ -107,3 +107,30 @@ def test_checkpoints_carry_a_digest_of_the_settings(synth_root, tmp_path, one_ep
     extended = tiny_config(synth_root, tmp_path, "train.epochs=5", "train.threads=1")
     assert config_digest(extended) == config_digest(config)
     assert config_digest(tiny_config(synth_root, tmp_path, "train.lr=0.5")) != config_digest(config)
+
+
+def test_a_reused_finished_run_is_scored_again_only_when_its_scoring_settings_change(synth_root, tmp_path,
+                                                                                     one_epoch_run):
+    evaluation = one_epoch_run.run_dir / "evaluation.json"
+    first = evaluation.stat().st_mtime_ns
+    same = tiny_config(synth_root, tmp_path, "train.epochs=1")
+    train_or_resume(same, progress=False)
+    assert evaluation.stat().st_mtime_ns == first  # reused as it is: not evaluated twice
+    rescored = tiny_config(synth_root, tmp_path, "train.epochs=1", "evaluation.threshold_policy=fixed",
+                           "evaluation.fixed_threshold=0.3")
+    train_or_resume(rescored, progress=False)
+    assert evaluation.stat().st_mtime_ns != first
+    assert json.loads(evaluation.read_text())["operating_point"]["threshold"] == pytest.approx(0.3)
+
+
+def test_a_finished_evaluated_run_is_handed_on_without_being_loaded(synth_root, tmp_path, one_epoch_run, monkeypatch):
+    import cxrdistill.training.run as run
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished, evaluated run was loaded again")
+
+    monkeypatch.setattr(run, "run_experiment", must_not_run)
+    same = tiny_config(synth_root, tmp_path, "train.epochs=1")
+    assert train_or_resume(same, progress=False) == one_epoch_run.final_checkpoint
+    with pytest.raises(AssertionError, match="loaded again"):  # longer: it must train on
+        train_or_resume(tiny_config(synth_root, tmp_path, "train.epochs=2"), progress=False)

@@ -45,7 +45,7 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except CxrDistillError as error:
-            errors.print(f"[bold red]error:[/] {error}", highlight=False)
+            errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)  # one line, however long
             raise typer.Exit(getattr(error, "exit_status", 2)) from None
 
     return wrapper

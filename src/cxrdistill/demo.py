@@ -17,7 +17,7 @@ from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
 from cxrdistill.evaluation.evaluate import evaluate_checkpoint
 from cxrdistill.models.summary import count_flops
 from cxrdistill.training.checkpoint import model_from_checkpoint
-from cxrdistill.training.run import train_or_resume
+from cxrdistill.training.run import handed_on_checkpoint, train_or_resume
 
 DEMO_SYNTH = SynthSpec(normal_patients=200, pneumonia_patients=300, seed=0)
 """About 1,000 images: enough optimiser steps for from-scratch CPU presets to leave the 50 % plateau."""
@@ -31,7 +31,7 @@ def demo_configs(root: Path, out: Path, extra: list[str] | None = None,
     common = [f"output_dir={out}", f"data.root={root}", f"data.cache_dir={out / 'cache'}", *(extra or [])]
     configs = {role: preset(f"{presets}/{role}", [*common, f"name={role}"]) for role in ROLES}
     teacher = configs["teacher"]
-    configs["student_kd"].distill.teacher = str(teacher.run_dir / f"{teacher.train.keep}.safetensors")
+    configs["student_kd"].distill.teacher = str(handed_on_checkpoint(teacher))
     return configs
 
 

@@ -30,14 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cxrdistill.config import (
     PRESET_DIR,
     ConfigError,
     ExperimentConfig,
     ModelConfig,
-    config_differences,
     load_dataclass,
     preset,
 )
@@ -45,16 +42,13 @@ from cxrdistill.data.layout import scan_dataset
 from cxrdistill.data.sample import extract_sample
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.evaluate import (
-    RUN_EVALUATION_FILE,
-    external_set_names,
     load_run_evaluation,
     predict_checkpoint,
 )
 from cxrdistill.evaluation.metrics import MetricEstimate
 from cxrdistill.files import atomic_write_json, text_digest
 from cxrdistill.provenance import describe_machine, git_state, package_versions
-from cxrdistill.training.checkpoint import WEIGHTS_SUFFIX
-from cxrdistill.training.run import train_or_resume
+from cxrdistill.training.run import handed_on_checkpoint, train_or_resume
 
 STEPS: tuple[str, ...] = ("audit", "models", "zoo", "compare", "teacher", "student", "sweep", "profile", "external")
 """In running order: ``compare`` trains the first seed's teacher and student, which their own steps then collect."""
@@ -182,7 +176,7 @@ class Study:
         seed = self.plan.seeds[0] if seed is None else seed
         config = self.experiment(getattr(self.plan, role), role, seed, self.runs / f"seed{seed}")
         if config.distill.teacher is not None:
-            config.distill.teacher = str(final_checkpoint(self.role("teacher")))
+            config.distill.teacher = str(handed_on_checkpoint(self.role("teacher")))
         return config
 
     def zoo_configs(self) -> dict[str, ExperimentConfig]:
@@ -256,7 +250,7 @@ class Study:
         for model, config in self.zoo_configs().items():
             if self.progress:
                 print(f"== zoo: {model}")
-            checkpoint = trained(config, self.progress)
+            checkpoint = train_or_resume(config, self.progress)
             summary = summarize(config.model, config.data.image_size)
             models[model] = {"checkpoint": checkpoint, "input_size": summary.input_size,
                              "gflops": summary.gflops, "params_m": summary.params_m,
@@ -265,7 +259,7 @@ class Study:
 
     def train_role(self, role: str) -> dict:
         config = self.role(role)
-        checkpoint = trained(config, self.progress)
+        checkpoint = train_or_resume(config, self.progress)
         return {"checkpoint": checkpoint, "run_dir": config.run_dir, "train_seconds": run_seconds(config.run_dir),
                 **self.evaluation_of(checkpoint)}
 
@@ -283,11 +277,11 @@ class Study:
                          progress=self.progress, report="table6")
         roc = {}
         for role in ROLES:
-            records, predictions, _, description = predict_checkpoint(final_checkpoint(self.role(role)), self.root,
+            records, predictions, _, description = predict_checkpoint(handed_on_checkpoint(self.role(role)), self.root,
                                                                       "test", progress=False)
             roc[role] = {"data": description, "labels": predictions.labels.tolist(),
                          "prob_pneumonia": predictions.prob_positive.round(6).tolist()}
-        checkpoints = {role: {seed: final_checkpoint(self.role(role, seed)) for seed in self.plan.seeds}
+        checkpoints = {role: {seed: handed_on_checkpoint(self.role(role, seed)) for seed in self.plan.seeds}
                        for role in ROLES}
         return {**result.as_dict(), "roc_test_first_seed": roc, "checkpoints": checkpoints}
 
@@ -353,33 +347,6 @@ def evaluation_results(checkpoint: str | Path, set_name: str) -> list[dict]:
         return []
     return [{"count": evaluation.count, "patients": evaluation.patients, **result.as_dict()}
             for result in evaluation.results]
-
-
-def final_checkpoint(config: ExperimentConfig) -> Path:
-    """The checkpoint a run hands on (``train.keep``), where it will be once trained."""
-    return config.run_dir / f"{config.train.keep}{WEIGHTS_SUFFIX}"
-
-
-def finished_run(config: ExperimentConfig) -> bool:
-    """The run in ``config.run_dir`` trained all its epochs with these settings and was evaluated on these sets.
-
-    Read from the run folder's own records (``config.yaml``, ``metrics.jsonl``, ``evaluation.json``), so
-    a finished run is not reloaded and re-evaluated as ``train_or_resume`` would.
-    """
-    run = config.run_dir
-    stored, metrics, evaluation = run / "config.yaml", run / "metrics.jsonl", run / RUN_EVALUATION_FILE
-    if not (stored.is_file() and metrics.is_file() and evaluation.is_file() and final_checkpoint(config).is_file()):
-        return False
-    epochs = sum(1 for line in metrics.read_text().splitlines() if line.strip())
-    sets = set(json.loads(evaluation.read_text())["sets"])
-    return (epochs >= config.train.epochs and evaluation.stat().st_mtime >= metrics.stat().st_mtime
-            and sets == {"val", "test", *external_set_names(config.data.external)}
-            and not config_differences(yaml.safe_load(stored.read_text()), config))
-
-
-def trained(config: ExperimentConfig, progress: bool = True) -> Path:
-    """The run's handed-on checkpoint: as it is when finished, else trained or continued (``train_or_resume``)."""
-    return final_checkpoint(config) if finished_run(config) else train_or_resume(config, progress)
 
 
 def reproduce(

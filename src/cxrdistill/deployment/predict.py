@@ -13,7 +13,6 @@ the checkpoint it was exported from, given as ``checkpoint``; without one, askin
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 from collections.abc import Callable, Iterable, Sequence
@@ -28,7 +27,7 @@ from cxrdistill.data.transforms import normalize_intensity, to_model_input
 from cxrdistill.deployment.heatmap import GradCam, overlay
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, load_served_model, stored_threshold
-from cxrdistill.files import atomic_write, atomic_write_text
+from cxrdistill.files import atomic_write, atomic_write_text, file_digest
 from cxrdistill.training.checkpoint import CheckpointError, checkpoint_files
 
 
@@ -62,13 +61,15 @@ def _torch_runner(model: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
+def model_input(grey: np.ndarray, size: int, intensity: str) -> torch.Tensor:
+    """A decoded grey image -> the ``(3, size, size)`` normalised tensor a model takes, exactly as at inference."""
+    pixels = torch.tensor(resize_grey(grey, size)).unsqueeze(0)  # a copy: decoded arrays are read-only
+    return to_model_input(normalize_intensity(pixels, intensity))
+
+
 def model_id(path: Path) -> str:
     """File name and the start of its SHA-256: which model answered, in logs and service responses."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return f"{path.name}@sha256:{digest.hexdigest()[:12]}"
+    return f"{path.name}@sha256:{file_digest(path)[:12]}"
 
 
 class Predictor:
@@ -120,8 +121,7 @@ class Predictor:
 
     def model_input(self, grey: np.ndarray) -> torch.Tensor:
         """A decoded grey image -> the ``(3, S, S)`` normalised tensor this model takes."""
-        pixels = torch.tensor(resize_grey(grey, self.input_size)).unsqueeze(0)  # a copy: decoded arrays are read-only
-        return to_model_input(normalize_intensity(pixels, self.intensity))
+        return model_input(grey, self.input_size, self.intensity)
 
     def probabilities(self, inputs: torch.Tensor) -> list[float]:
         """PNEUMONIA probability per image of a ``(N, 3, S, S)`` batch of model inputs."""

@@ -8,7 +8,7 @@ does at inference. The graph is first prepared with ONNX Runtime's ``quant_pre_p
 and graph optimisation: BatchNorm folded, Conv+ReLU fused), as its documentation recommends, then
 quantised in the QDQ format with per-channel weight scales. The int8 file carries the fp32 file's metadata
 (classes, input size, normalisation, operating point, calibration) plus a ``quantization`` entry, so
-``predict`` uses it unchanged. Accuracy is checked, not assumed: :func:`compare_int8` runs both files
+``predict`` uses it unchanged. Accuracy is checked, not assumed: :func:`int8_agreement` runs both files
 over labelled images and reports each one's metrics and how often their decisions agree.
 """
 
@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 from cxrdistill.config import DataConfig, config_from_dict
-from cxrdistill.data.io import UnreadableImageError, load_for_model
+from cxrdistill.data.io import UnreadableImageError, read_grey
 from cxrdistill.data.layout import ImageRecord, scan_dataset
-from cxrdistill.data.transforms import normalize_intensity, to_model_input
 from cxrdistill.deployment.export import ExportResult, export_onnx
+from cxrdistill.deployment.predict import Predictor, model_input
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, stored_threshold
 from cxrdistill.evaluation.evaluate import external_set_names, records_for
@@ -106,12 +106,6 @@ def int8_path(fp32_path: str | Path) -> Path:
     return fp32_path.with_name(fp32_path.name.removesuffix(".onnx") + INT8_SUFFIX)
 
 
-def model_input(file: str | Path, size: int, intensity: str) -> np.ndarray:
-    """One file as the ``(3, size, size)`` float32 array the exported model takes, exactly as at inference."""
-    pixels = torch.tensor(load_for_model(file, size)).unsqueeze(0)
-    return to_model_input(normalize_intensity(pixels, intensity)).numpy()
-
-
 def training_data(checkpoint_metadata: dict, data: str | Path | None) -> tuple[Path, DataConfig]:
     """The folder the checkpoint was trained on (``data`` overrides it, e.g. on another machine) and its settings."""
     data_config = config_from_dict(checkpoint_metadata["config"]).data
@@ -173,7 +167,7 @@ class ImageCalibrationReader:
             images = []
             for file in chunk:
                 try:
-                    images.append(model_input(file, self.size, self.intensity))
+                    images.append(model_input(read_grey(file), self.size, self.intensity).numpy())
                 except UnreadableImageError:
                     continue
             if images:
@@ -240,29 +234,32 @@ def export_int8(checkpoint: str | Path, out: str | Path, calibration_data: str |
     return Int8ExportResult(fp32, path, path.stat().st_size / 1e6, used, str(root), settings)
 
 
-def compare_int8(fp32_path: str | Path, int8_model: str | Path, records: Sequence[ImageRecord], name: str,
-                 threshold: float | None = None) -> SetAgreement:
-    """Both ONNX files on labelled ``records``, through the deployment route (``predict_files``).
+def scored_by_both(fp32: Predictor, int8: Predictor, records: Sequence[ImageRecord],
+                   batch_size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels and PNEUMONIA probabilities of both models for the readable ``records``; each image decoded once."""
+    labels, inputs = [], []
+    for record in records:
+        try:
+            inputs.append(fp32.model_input(read_grey(record.path)))
+        except UnreadableImageError:
+            continue
+        labels.append(record.label)
+    p_fp32, p_int8 = [], []
+    for start in range(0, len(inputs), batch_size):
+        batch = torch.stack(inputs[start : start + batch_size])
+        p_fp32 += fp32.probabilities(batch)
+        p_int8 += int8.probabilities(batch)
+    return np.array(labels), np.array(p_fp32), np.array(p_int8)
 
-    ``threshold`` defaults to the stored operating point (0.5 without one). Unreadable images are left out.
-    """
-    from cxrdistill.deployment.predict import predict_files
 
-    files = [r.path for r in records]
-    reference = predict_files(fp32_path, files, threshold=threshold)
-    quantised = predict_files(int8_model, files, threshold=threshold)
-    kept = [i for i, r in enumerate(reference) if r.prob_pneumonia is not None]
-    if not kept:
-        raise InvalidArgumentError(f"none of the {len(files)} images of {name} could be read")
-    labels = np.array([records[i].label for i in kept])
-    p_fp32 = np.array([reference[i].prob_pneumonia for i in kept])
-    p_int8 = np.array([quantised[i].prob_pneumonia for i in kept])
-    used = reference[kept[0]].threshold
+def agreement_at(name: str, labels: np.ndarray, p_fp32: np.ndarray, p_int8: np.ndarray,
+                 threshold: float) -> SetAgreement:
+    """fp32 vs int8 metrics, decision agreement and probability differences at one threshold."""
     difference = np.abs(p_fp32 - p_int8)
     return SetAgreement(
-        name=name, count=len(kept), threshold=used,
-        fp32=binary_metrics(labels, p_fp32, used), int8=binary_metrics(labels, p_int8, used),
-        agreement=float(np.mean((p_fp32 >= used) == (p_int8 >= used))),
+        name=name, count=len(labels), threshold=threshold,
+        fp32=binary_metrics(labels, p_fp32, threshold), int8=binary_metrics(labels, p_int8, threshold),
+        agreement=float(np.mean((p_fp32 >= threshold) == (p_int8 >= threshold))),
         max_abs_prob_difference=float(difference.max()), mean_abs_prob_difference=float(difference.mean()),
     )
 
@@ -280,8 +277,14 @@ def int8_agreement(checkpoint: str | Path, fp32_path: str | Path, int8_model: st
     for set_name, folder in external_set_names(existing).items():
         sets[set_name] = records_for(folder, "test", data_config)[0]
     thresholds = sorted({DEFAULT_THRESHOLD, stored_threshold(metadata) or DEFAULT_THRESHOLD})
-    return [compare_int8(fp32_path, int8_model, records, set_name, threshold)
-            for set_name, records in sets.items() for threshold in thresholds]
+    fp32, int8 = Predictor(fp32_path), Predictor(int8_model)
+    agreements = []
+    for set_name, records in sets.items():
+        labels, p_fp32, p_int8 = scored_by_both(fp32, int8, records)
+        if len(labels) == 0:
+            raise InvalidArgumentError(f"none of the {len(records)} images of {set_name} could be read")
+        agreements += [agreement_at(set_name, labels, p_fp32, p_int8, threshold) for threshold in thresholds]
+    return agreements
 
 
 def agreement_rows(agreements: Sequence[SetAgreement], metrics: Sequence[str] = ("accuracy", "sensitivity",

@@ -43,7 +43,7 @@ def plot_roc(
         raise ValueError("plot_roc needs both NORMAL (0) and PNEUMONIA (1) labels present")
     fpr, tpr, _ = roc_curve(y, p, pos_label=1)
     auc = roc_auc_score(y, p)
-    fig = _new_figure((5.0, 5.0))
+    fig = new_figure((5.0, 5.0))
     ax = fig.add_subplot()
     ax.plot(fpr, tpr, lw=2, label=f"model (AUC = {auc:.3f})")
     ax.plot([0, 1], [0, 1], ls="--", color="grey", label="chance")
@@ -56,7 +56,7 @@ def plot_roc(
     )
     ax.set_aspect("equal")
     ax.legend(loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(
@@ -79,7 +79,7 @@ def plot_confusion(
     row_totals = counts.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         row_pct = np.where(row_totals > 0, 100.0 * counts / row_totals, np.nan)
-    fig = _new_figure((5.0, 4.5))
+    fig = new_figure((5.0, 4.5))
     ax = fig.add_subplot()
     image = ax.imshow(np.nan_to_num(row_pct), cmap="Blues", vmin=0, vmax=100)
     fig.colorbar(image, ax=ax, label="% of true class")
@@ -97,7 +97,7 @@ def plot_confusion(
         ylabel="True",
         title=title,
     )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reliability(
@@ -117,7 +117,7 @@ def plot_reliability(
     centres = (bins.edges[:-1] + bins.edges[1:]) / 2
     width = bins.edges[1] - bins.edges[0]
     filled = bins.counts > 0
-    fig = _new_figure((5.0, 6.0))
+    fig = new_figure((5.0, 6.0))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top.bar(
         centres[filled], bins.accuracy[filled], width=width, edgecolor="black", alpha=0.8, label="accuracy"
@@ -136,7 +136,7 @@ def plot_reliability(
     bottom.bar(centres, bins.counts, width=width, edgecolor="black", color="grey")
     bottom.set(xlabel="Confidence of predicted class", ylabel="Images")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_metric_curves(
@@ -152,24 +152,24 @@ def plot_metric_curves(
     for name, values in table.items():
         if len(values) != len(x):
             raise ValueError(f"metric {name!r} has {len(values)} values but x has {len(x)}")
-    fig = _new_figure((6.0, 4.0))
+    fig = new_figure((6.0, 4.0))
     ax = fig.add_subplot()
     for name, values in table.items():
         ax.plot(x, values, marker="o", label=name)
     ax.set(xlabel=xlabel, ylabel="Value", title=title)
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _new_figure(size: tuple[float, float]) -> Figure:
+def new_figure(size: tuple[float, float]) -> Figure:
     """A figure on an Agg canvas, independent of pyplot."""
     fig = Figure(figsize=size)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Write the figure as PNG (atomically, creating the parent folder)."""
     return atomic_write(path, lambda stream: fig.savefig(stream, dpi=DPI, format="png", bbox_inches="tight"))
 
@@ -185,7 +185,7 @@ def plot_comparison(
     ``summary`` rows hold ``arm`` plus ``{metric}_mean`` and ``{metric}_std`` for each metric; a NaN std
     (an arm with one seed) draws no error bar.
     """
-    fig = _new_figure((7.5, 4.5))
+    fig = new_figure((7.5, 4.5))
     ax = fig.add_subplot()
     width = 0.8 / max(len(summary), 1)
     positions = np.arange(len(metrics))
@@ -199,4 +199,4 @@ def plot_comparison(
     ax.set(ylabel="value", title=title)
     ax.legend(loc="lower right", fontsize="small")
     ax.grid(axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

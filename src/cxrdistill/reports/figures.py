@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from cxrdistill.evaluation.plots import _new_figure, _save
+from cxrdistill.evaluation.plots import new_figure, save_figure
 
 
 def plot_training_curves(histories: dict[str, list[dict]], path: str | os.PathLike[str]) -> Path:
     """Per run: training and validation loss, and validation accuracy, by epoch."""
-    fig = _new_figure((10.0, 4.0))
+    fig = new_figure((10.0, 4.0))
     loss_ax, accuracy_ax = fig.subplots(1, 2)
     for index, (name, rows) in enumerate(histories.items()):
         colour = f"C{index}"
@@ -34,13 +34,13 @@ def plot_training_curves(histories: dict[str, list[dict]], path: str | os.PathLi
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_roc_curves(curves: dict[str, tuple[list[int], list[float]]], path: str | os.PathLike[str],
                     title: str) -> Path:
     """One ROC curve per model (labels, PNEUMONIA probabilities) on the same images."""
-    fig = _new_figure((5.5, 5.5))
+    fig = new_figure((5.5, 5.5))
     ax = fig.add_subplot()
     for name, (labels, prob) in curves.items():
         y, p = np.asarray(labels), np.asarray(prob)
@@ -53,13 +53,13 @@ def plot_roc_curves(curves: dict[str, tuple[list[int], list[float]]], path: str 
            ylabel="True positive rate (sensitivity)", title=title)
     ax.set_aspect("equal")
     ax.legend(loc="lower right", fontsize="small")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_against_temperature(ours: dict[str, list[tuple[float, float, float, float]]],
                              paper: dict[str, list[tuple[float, float]]], path: str | os.PathLike[str]) -> Path:
     """Each metric against T: ours (value with its 95 % interval) solid, the paper's dashed."""
-    fig = _new_figure((6.5, 4.2))
+    fig = new_figure((6.5, 4.2))
     ax = fig.add_subplot()
     for index, (metric, points) in enumerate(ours.items()):
         colour = f"C{index}"
@@ -72,13 +72,13 @@ def plot_against_temperature(ours: dict[str, list[tuple[float, float, float, flo
     ax.set(xlabel="temperature T", ylabel="value", title="Distilled student against temperature (test split)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_accuracy_against_cost(ours: dict[str, tuple[float, float]], paper: dict[str, tuple[float, float]],
                                path: str | os.PathLike[str]) -> Path:
     """Test accuracy against GFLOPs per image, per architecture: ours filled, the paper's hollow."""
-    fig = _new_figure((6.5, 4.2))
+    fig = new_figure((6.5, 4.2))
     ax = fig.add_subplot()
     for index, name in enumerate(dict.fromkeys([*ours, *paper])):
         colour = f"C{index}"
@@ -91,4 +91,4 @@ def plot_accuracy_against_cost(ours: dict[str, tuple[float, float]], paper: dict
            title="Accuracy against cost per architecture")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="x-small", ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +103,11 @@ class StudyReport:
             labels[role] = f"{name} ({config['model']['name']})" if config else name
         return labels
 
+    def section(self, title: str, step: str, body: Callable[[dict], list]) -> list:
+        """A heading, then ``body`` of the step's results, or a note that the step has not finished."""
+        result = self.results.get(step)
+        return [Heading(title), *(body(result) if result is not None else [self.missing(step)])]
+
     def missing(self, step: str) -> Paragraph:
         return Paragraph(f"Step '{step}' has not finished in this run folder "
                          f"(planned steps: {', '.join(self.plan.get('steps', [])) or 'unknown'}).")
@@ -121,8 +127,16 @@ class StudyReport:
             "over seeds a Student-t interval of the mean (mean ± std [interval]), for one run a patient-bootstrap "
             "interval. Every metric is on the held-out test split at threshold 0.5 unless a column says otherwise."),
             self.steps_table())
-        sections = [self.table_6(), self.table_2(), self.table_4(), self.table_1(), self.table_5(),
-                    self.external_sets(), self.audit()]
+        sections = [
+            self.section(title, step, body) for title, step, body in [
+                ("Table VI — teacher vs plain vs distilled student", "compare", self.table_6),
+                ("Table II — distilled student by temperature", "sweep", self.table_2),
+                ("Table IV — the five architectures, trained briefly", "zoo", self.table_4),
+                ("Table I — the architectures", "models", self.table_1),
+                ("Table V — resources while training", "profile", self.table_5),
+                ("External sets", "external", self.external_sets),
+                ("Data audit", "audit", self.audit),
+            ]]
         doc.add(Heading("Differences from the paper"), Paragraph(
             "Generated from the numbers below and the configs; the paper's figures come from "
             "src/cxrdistill/data/paper_tables.yaml."), Bullets(self.differences or ["No step has finished yet."]))
@@ -139,11 +153,8 @@ class StudyReport:
                          marker["finished"] if marker else "", marker["device"] if marker else ""])
         return Table(["step", "status", "wall time (s)", "finished", "device"], rows, "Steps of this study")
 
-    def table_6(self) -> list:
-        blocks: list = [Heading("Table VI — teacher vs plain vs distilled student")]
-        compare = self.results.get("compare")
-        if compare is None:
-            return [*blocks, self.missing("compare")]
+    def table_6(self, compare: dict) -> list:
+        blocks: list = []
         paper = paper_rows("table_6")
         summary = [r for r in compare["summary"] if r["set"] == "test" and r["threshold"] == "0.5"]
         columns = ["model", "seeds"]
@@ -228,11 +239,8 @@ class StudyReport:
                 + (" — our teacher is not better than the plain student, so what distillation can pass on is "
                    "limited." if gap <= 0 else "."))
 
-    def table_2(self) -> list:
-        blocks: list = [Heading("Table II — distilled student by temperature")]
-        sweep = self.results.get("sweep")
-        if sweep is None:
-            return [*blocks, self.missing("sweep")]
+    def table_2(self, sweep: dict) -> list:
+        blocks: list = []
         paper = {float(t): v for t, v in paper_rows("table_2").items()}
         test = [r for r in sweep["rows"] if r["set"] == "test" and r["rule"] == "0.5"]
         val = [r for r in sweep["rows"] if r["set"] == "val" and r["rule"] == "0.5"]
@@ -265,11 +273,8 @@ class StudyReport:
                 f"(T = {best_test:g} on test) among {', '.join(format(r['temperature'], 'g') for r in test)}.")
         return blocks
 
-    def table_4(self) -> list:
-        blocks: list = [Heading("Table IV — the five architectures, trained briefly")]
-        zoo = self.results.get("zoo")
-        if zoo is None:
-            return [*blocks, self.missing("zoo")]
+    def table_4(self, zoo: dict) -> list:
+        blocks: list = []
         paper = paper_rows("table_4")
         rows, ours_points, paper_points = [], {}, {}
         computation = {m: v["computation"] for m, v in paper_rows("table_1").items()}
@@ -298,11 +303,8 @@ class StudyReport:
                                 f"intervals above is not established).")
         return blocks
 
-    def table_1(self) -> list:
-        blocks: list = [Heading("Table I — the architectures")]
-        models = self.results.get("models")
-        if models is None:
-            return [*blocks, self.missing("models")]
+    def table_1(self, models: dict) -> list:
+        blocks: list = []
         paper = paper_rows("table_1")
         rows = []
         for summary in models["models"]:
@@ -320,11 +322,8 @@ class StudyReport:
             "reproduce.")
         return blocks
 
-    def table_5(self) -> list:
-        blocks: list = [Heading("Table V — resources while training")]
-        profile = self.results.get("profile")
-        if profile is None:
-            return [*blocks, self.missing("profile")]
+    def table_5(self, profile: dict) -> list:
+        blocks: list = []
         paper = paper_rows("table_5")
         arch = {"teacher": "inception_v3", "student": "alexnet"}
         rows, measured = [], {}
@@ -353,13 +352,10 @@ class StudyReport:
                 f"{profile['profiles']['student']['device']} at our input sizes, not the paper's GPU.")
         return blocks
 
-    def external_sets(self) -> list:
-        blocks: list = [Heading("External sets")]
-        external = self.results.get("external")
-        if external is None:
-            return [*blocks, self.missing("external")]
+    def external_sets(self, external: dict) -> list:
+        blocks: list = []
         if not external["sets"]:
-            return [*blocks, Paragraph("No external set was given (reproduce --external DIR).")]
+            return [Paragraph("No external set was given (reproduce --external DIR).")]
         for entry in external["sets"]:
             rows = []
             for run in entry["runs"]:
@@ -375,11 +371,8 @@ class StudyReport:
                                                 "trained on, never used to choose anything")]
         return blocks
 
-    def audit(self) -> list:
-        blocks: list = [Heading("Data audit")]
-        audit = self.results.get("audit")
-        if audit is None:
-            return [*blocks, self.missing("audit")]
+    def audit(self, audit: dict) -> list:
+        blocks: list = []
         patients = audit["patients"]
         rows = [[split, str(counts.get("NORMAL", 0)), str(counts.get("PNEUMONIA", 0)),
                  str(patients.get(split, {}).get("NORMAL", "")), str(patients.get(split, {}).get("PNEUMONIA", ""))]

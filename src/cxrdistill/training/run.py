@@ -16,13 +16,21 @@ from pathlib import Path
 
 import torch
 
-from cxrdistill.config import NOT_STORED, ExperimentConfig, config_differences, config_digest, save_config
+from cxrdistill.config import (
+    NOT_STORED,
+    ExperimentConfig,
+    config_differences,
+    config_digest,
+    flat_settings,
+    save_config,
+)
 from cxrdistill.data.dataset import DataBundle, build_loaders
 from cxrdistill.data.splits import split_digest
 from cxrdistill.data.synth import SynthSpec, is_complete_synthetic_set, make_synthetic_dataset
 from cxrdistill.errors import CxrDistillError
 from cxrdistill.evaluation.evaluate import evaluate_run
 from cxrdistill.evaluation.operating_point import choose_on_val
+from cxrdistill.files import atomic_write_text, text_digest
 from cxrdistill.models import create_model, input_size
 from cxrdistill.training import distributed
 from cxrdistill.training.checkpoint import (
@@ -166,9 +174,31 @@ def _run_experiment(config: ExperimentConfig, resume: bool, progress: bool) -> R
     state = trainer.fit(bundle.loaders)
     distributed.barrier()  # rank 0's checkpoints are on disk before every rank evaluates them
     handed_on = trainer.best_path if config.train.keep == "best" else trainer.last_path
-    evaluate_after_training(config, bundle.split.root, [trainer.best_path, trainer.last_path], handed_on, progress)
+    evaluated = run_dir / EVALUATED_FILE
+    key = evaluation_key(config)
+    if not (evaluated.is_file() and evaluated.read_text() == key):  # a finished run is not scored twice
+        evaluate_after_training(config, bundle.split.root, [trainer.best_path, trainer.last_path], handed_on,
+                                progress)
+        if distributed.is_main_process():
+            atomic_write_text(evaluated, key)
     distributed.barrier()  # and its evaluation and operating points before anyone reads them
     return RunResult(run_dir, trainer.best_path, trainer.last_path, state, bundle, config.train.keep)
+
+
+EVALUATED_FILE = "evaluated.key"
+"""Written after a run's evaluation: what it was done for, so reusing a finished run does not redo it."""
+
+
+def evaluation_key(config: ExperimentConfig) -> str:
+    """What a finished run's evaluation depends on: the run's settings, its length and the scoring settings."""
+    scoring = {k: v for k, v in flat_settings(config).items()
+               if k.startswith("evaluation.") or k in ("data.external", "train.keep", "train.epochs")}
+    return text_digest(config_digest(config), scoring)
+
+
+def handed_on_checkpoint(config: ExperimentConfig) -> Path:
+    """The checkpoint a run hands on (``train.keep``), where it is (or will be) once trained."""
+    return config.run_dir / f"{config.train.keep}{WEIGHTS_SUFFIX}"
 
 
 def evaluate_after_training(
@@ -211,5 +241,8 @@ def train_or_resume(config: ExperimentConfig, progress: bool = True) -> Path:
 
     Sweeps, comparisons and the demo call this so that re-running one continues where it stopped.
     """
+    evaluated = config.run_dir / EVALUATED_FILE
+    if evaluated.is_file() and evaluated.read_text() == evaluation_key(config):
+        return handed_on_checkpoint(config)  # finished and scored with these settings: nothing to load or redo
     resume = resume_state_path(config).exists()
     return run_experiment(config, resume=resume, progress=progress).final_checkpoint
