@@ -169,3 +169,21 @@ def test_bench_deploy_quick(tmp_path: Path) -> None:
         files["onnx_int8"] / files["onnx_fp32"], rel=1e-3)
     for name in ("torch_fp32", "onnx_fp32", "onnx_int8"):
         assert record["measurements"]["peak_memory"][f"mobilenet_v3_small/{name}"]["rise_mb"] > 0
+
+
+def test_bench_service_load_quick(tmp_path: Path) -> None:
+    """A few seconds against a real ``cxrdistill serve``: every kind sent, each answered as expected, no 5xx."""
+    pytest.importorskip("fastapi", reason="the service is the optional 'serve' extra")
+    pytest.importorskip("httpx")
+    payload = load("bench_service_load").main(["--quick", "--results-dir", str(tmp_path)])
+    record = json.loads((tmp_path / "service_load.json").read_text())
+    assert record["benchmark"] == "service_load" and record["quick"] is True and record["git"]["commit"]
+    assert record["machine"]["cores"] >= 1 and "bench_service_load.py" in record["command"]
+    assert payload["passed"] is True and payload["requests"] > 0 and payload["requests_per_s"] > 0
+    phases = record["all_phases"]
+    assert phases["overall"]["server_errors_5xx"] == 0 and phases["overall"]["unexpected"] == 0
+    assert set(phases["per_kind"]) == set(record["config"]["kinds"]) and len(phases["per_kind"]) >= 12
+    assert all(row["requests"] > 0 for row in phases["per_kind"].values())
+    assert record["failures"]["marker_files"] == [] and record["failures"]["server_tracebacks"] == 0
+    memory = record["server_rss"]
+    assert memory["start_mb"] > 0 and memory["samples_mb"] and record["latency"]["overall"]["p99_ms"] > 0
