@@ -87,6 +87,9 @@ def test_bad_input_gets_a_json_error_and_the_service_keeps_serving(service: str,
         assert answer.status_code == status and message in answer.json()["error"], answer.text
     not_multipart = httpx.post(f"{service}/predict", content=_png(), headers={"content-type": "image/png"})
     assert not_multipart.status_code == 415 and "multipart" in not_multipart.json()["error"]
+    long_boundary = httpx.post(f"{service}/predict", content=_png(),  # python-multipart refuses it on construction
+                               headers={"content-type": "multipart/form-data; boundary=" + "b" * 300})
+    assert long_boundary.status_code == 400 and "malformed multipart" in long_boundary.json()["error"]
     no_file = httpx.post(f"{service}/predict", data={"note": "no image"}, files={})
     assert no_file.status_code in (400, 415) and "error" in no_file.json()
     bad_flag = httpx.post(f"{service}/predict", params={"heatmap": "perhaps"}, files={"file": ("x", _png())})

@@ -74,9 +74,9 @@ def _uploaded_file(body: bytes, content_type: str | None) -> bytes:
     if kind != b"multipart/form-data" or b"boundary" not in options:
         raise UploadError(415, "send the image as multipart/form-data with a field 'file'")
     files: list[Any] = []
-    parser = FormParser("multipart/form-data", on_field=None, on_file=files.append, boundary=options[b"boundary"],
-                        config={"MAX_MEMORY_FILE_SIZE": float("inf")})  # never spooled to a temporary file
-    try:
+    try:  # the parser refuses some boundaries (over 256 bytes) when it is made, others while parsing
+        parser = FormParser("multipart/form-data", on_field=None, on_file=files.append, boundary=options[b"boundary"],
+                            config={"MAX_MEMORY_FILE_SIZE": float("inf")})  # never spooled to a temporary file
         parser.write(body)
         parser.finalize()
     except Exception as error:  # python-multipart raises several kinds for malformed bodies
