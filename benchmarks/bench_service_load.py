@@ -7,9 +7,10 @@ then ``--duration`` seconds. A seeded schedule (one of each kind first, then wei
 uploads (grey JPEG, 8- and 16-bit PNG and 12-bit DICOM of several sizes, a heat-map request, GET /health)
 with bad and hostile ones: an upload over the server's limit, a truncated JPEG, bytes that are no image,
 decompression-bomb PNG and DICOM files (tiny files whose headers claim 30000 x 30000 pixels), an empty
-file, an empty body, a raw non-multipart body, and valid images sent under path-traversal file names
-carrying a unique marker (``../../MARKER``, ``/tmp/MARKER``, ...). Every kind has one expected status;
-anything else (another status, a transport error, a timeout) is unexpected.
+file, an empty body, a raw non-multipart body, a multipart body whose boundary is over python-multipart's
+length limit, and valid images sent under path-traversal file names carrying a unique marker
+(``../../MARKER``, ``/tmp/MARKER``, ...). Every kind has one expected status; anything else (another
+status, a transport error, a timeout) is unexpected.
 
 Reported: requests, requests/s and latency percentiles (p50/p99, overall and per kind) of the timed
 phase; unexpected answers and 5xx over both phases; the server's resident memory (``VmRSS``) at start,
@@ -158,6 +159,7 @@ def request_kinds(max_upload_bytes: int, marker: str, heatmaps: bool, quick: boo
         Kind("empty_file", 400, 1, ((b"", "empty.png"),)),
         Kind("empty_body", 400, 1, method="empty"),
         Kind("not_multipart", 415, 1, ((png, "image/png"),), method="raw"),
+        Kind("long_boundary", 400, 1, ((png, "multipart/form-data; boundary=" + "b" * 300),), method="raw"),
     ]
 
 
