@@ -13,8 +13,8 @@ Uploads never touch the file system: the body is read into memory up to ``max_up
 ``Content-Length`` is refused with 413 before anything is read; a chunked body is cut off at the limit),
 parsed in memory with python-multipart, and decoded from memory; the client's file name is never used.
 Images over the pixel limit (:data:`cxrdistill.data.io.MAX_IMAGE_PIXELS`) are refused from their header.
-Every bad input gets a 4xx answer ``{"error": "..."}`` and the service keeps serving. Inference runs in a
-worker thread, one request at a time (a lock): Grad-CAM hooks the shared model.
+Every bad input gets a 4xx answer ``{"error": "..."}`` and the service keeps serving. Parsing, decoding and
+inference run in a worker thread, inference one request at a time (a lock): Grad-CAM hooks the shared model.
 
 Needs the ``serve`` extra: ``pip install 'cxrdistill[serve]'``.
 """
@@ -100,8 +100,8 @@ def create_app(model_path: str | Path, checkpoint: str | Path | None = None, thr
     app = FastAPI(title="cxrdistill", summary="Pneumonia probability for a chest X-ray. Research software.",
                   docs_url=None, redoc_url=None, openapi_url=None)  # the interactive docs load scripts from a CDN
 
-    def classify(image: bytes, heatmap: bool) -> dict[str, Any]:
-        grey = decode_grey(io.BytesIO(image), "upload")
+    def classify(body: bytes, content_type: str | None, heatmap: bool) -> dict[str, Any]:
+        grey = decode_grey(io.BytesIO(_uploaded_file(body, content_type)), "upload")
         inputs = predictor.model_input(grey).unsqueeze(0)
         with model_lock:
             probability = predictor.probabilities(inputs)[0]
@@ -117,7 +117,8 @@ def create_app(model_path: str | Path, checkpoint: str | Path | None = None, thr
         if heatmap:
             predictor.require_heatmaps()
         body = await _read_body(request, max_upload_bytes)
-        return await run_in_threadpool(classify, _uploaded_file(body, request.headers.get("content-type")), heatmap)
+        # Parsing and decoding run in the worker thread too: a large upload must not stall the event loop.
+        return await run_in_threadpool(classify, body, request.headers.get("content-type"), heatmap)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
