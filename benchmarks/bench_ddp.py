@@ -25,8 +25,8 @@ from bench_trainer import make_batches
 
 from cxrdistill.config import preset
 from cxrdistill.models import create_model
-from cxrdistill.training import distributed
-from cxrdistill.training.device import resolve_precision
+from cxrdistill.runtime import distributed
+from cxrdistill.runtime.device import resolve_precision
 from cxrdistill.training.objectives import SupervisedObjective
 from cxrdistill.training.trainer import Trainer
 

@@ -36,7 +36,7 @@ from cxrdistill.deployment.profile import _current_rss_mb, _peak_rss_mb, _reset_
 from cxrdistill.deployment.quantize import QuantizationSettings, quantize_onnx
 from cxrdistill.models import create_model
 from cxrdistill.provenance import cpu_name
-from cxrdistill.training.checkpoint import checkpoint_metadata, save_checkpoint
+from cxrdistill.runtime.checkpoint import checkpoint_metadata, save_checkpoint
 
 NAME = "bench_deploy"
 MODELS = ("alexnet", "mobilenet_v3_small", "resnet18", "inception_v3")

@@ -17,10 +17,10 @@ from _common import median, parse, parser, write_result
 from torch.utils.data import DataLoader
 
 from cxrdistill.config import preset
+from cxrdistill.experiments.run import deterministic_algorithms
 from cxrdistill.models import create_model
-from cxrdistill.training.device import resolve_precision
+from cxrdistill.runtime.device import resolve_precision
 from cxrdistill.training.objectives import SupervisedObjective
-from cxrdistill.training.run import deterministic_algorithms
 from cxrdistill.training.trainer import Trainer
 
 NAME = "bench_deterministic"

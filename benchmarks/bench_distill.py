@@ -1,6 +1,6 @@
 """Seconds per epoch of the student trained plainly, with cached teacher logits, and with the online teacher.
 
-All three go through ``cxrdistill.training.run.run_experiment`` with the CPU presets (``cpu/student``,
+All three go through ``cxrdistill.experiments.run.run_experiment`` with the CPU presets (``cpu/student``,
 ``cpu/student_kd``) on a synthetic set, runs interleaved round by round so machine noise hits them alike.
 The per-epoch ``seconds`` of ``metrics.jsonl`` (training plus validation, checkpoint writing excluded)
 are compared epoch by epoch within a round; the first epoch of each run also starts the loader workers,
@@ -33,10 +33,10 @@ from _common import check, describe, median, parse, parser, ratio_interval, writ
 from cxrdistill.config import ExperimentConfig, preset
 from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
 from cxrdistill.distillation.teacher import LoadedTeacher, build_cached_teacher
+from cxrdistill.experiments.run import run_experiment
 from cxrdistill.models import create_model
-from cxrdistill.training.checkpoint import checkpoint_metadata, save_checkpoint
-from cxrdistill.training.device import resolve_precision
-from cxrdistill.training.run import run_experiment
+from cxrdistill.runtime.checkpoint import checkpoint_metadata, save_checkpoint
+from cxrdistill.runtime.device import resolve_precision
 
 NAME = "bench_distill"
 TARGET_CACHED = 1.10

@@ -51,7 +51,7 @@ from rich.table import Table
 import cxrdistill
 from cxrdistill.config import ExperimentConfig, ModelConfig
 from cxrdistill.models import create_model
-from cxrdistill.training.checkpoint import checkpoint_metadata, save_checkpoint
+from cxrdistill.runtime.checkpoint import checkpoint_metadata, save_checkpoint
 
 NAME = "service_load"
 ARCHITECTURES = ("mobilenet_v3_small", "alexnet")

@@ -14,7 +14,7 @@ from _common import check, parse, parser, ratio_interval, write_result
 from rich.console import Console
 
 from cxrdistill.deployment.profile import compare_profiles, format_table, profile_model
-from cxrdistill.training.device import resolve_device
+from cxrdistill.runtime.device import resolve_device
 
 NAME = "bench_teacher_student"
 PAPER_TABLE_V = {"alexnet": {"gpu_memory_gb": 1.89, "gpu_utilisation_percent": 44.44},

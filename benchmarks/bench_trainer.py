@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from cxrdistill.config import ModelConfig, TrainConfig, preset
 from cxrdistill.models import create_model
-from cxrdistill.training.device import resolve_precision
+from cxrdistill.runtime.device import resolve_precision
 from cxrdistill.training.objectives import SupervisedObjective
 from cxrdistill.training.trainer import Trainer
 

@@ -29,9 +29,9 @@ from cxrdistill.config import load_config
 from cxrdistill.data.dataset import build_loaders, resolve_split
 from cxrdistill.data.layout import CLASS_NAMES, ImageRecord, scan_dataset
 from cxrdistill.evaluation.metrics import bootstrap_metrics
+from cxrdistill.experiments.run import supervised_objective
 from cxrdistill.models import create_model, input_size
-from cxrdistill.training.device import resolve_precision
-from cxrdistill.training.run import supervised_objective
+from cxrdistill.runtime.device import resolve_precision
 from cxrdistill.training.trainer import Trainer
 
 NAME = "bench_user_script"

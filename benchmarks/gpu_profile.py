@@ -24,7 +24,7 @@ from rich.console import Console
 
 from cxrdistill.deployment.profile import compare_profiles, format_table, profile_model
 from cxrdistill.provenance import provenance
-from cxrdistill.training.device import resolve_device
+from cxrdistill.runtime.device import resolve_device
 
 PAPER_TABLE_V = {"alexnet": {"gpu_memory_gb": 1.89, "gpu_utilisation_percent": 44.44},
                  "inception_v3": {"gpu_memory_gb": 3.54, "gpu_utilisation_percent": 95.96}}

@@ -48,7 +48,7 @@ def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from cxrdistill.config import load_config
     from cxrdistill.models import create_model
-    from cxrdistill.training.checkpoint import checkpoint_metadata, save_checkpoint
+    from cxrdistill.runtime.checkpoint import checkpoint_metadata, save_checkpoint
 
     torch.manual_seed(0)
     config = load_config(None, ["model.name=resnet18"])

@@ -16,7 +16,7 @@ from cxrdistill.deployment.predict import predict_files
 from cxrdistill.evaluation.calibration import fit_temperature
 from cxrdistill.evaluation.evaluate import evaluate_checkpoint
 from cxrdistill.models import create_model
-from cxrdistill.training.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
+from cxrdistill.runtime.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 
 runner = CliRunner()
 

@@ -18,7 +18,7 @@ from cxrdistill.cli import app
 from cxrdistill.config import ExperimentConfig, ModelConfig
 from cxrdistill.files import DiskFullError
 from cxrdistill.models import create_model
-from cxrdistill.training.checkpoint import (
+from cxrdistill.runtime.checkpoint import (
     LEGACY_FORMAT,
     CheckpointError,
     checkpoint_files,

@@ -18,7 +18,7 @@ from torch.optim.swa_utils import update_bn
 from cxrdistill.config import ExperimentConfig, ModelConfig
 from cxrdistill.models import MODELS, create_model, model_spec
 from cxrdistill.models.weights import imagenet_weights_path
-from cxrdistill.training.checkpoint import checkpoint_metadata, load_checkpoint, model_from_checkpoint, save_checkpoint
+from cxrdistill.runtime.checkpoint import checkpoint_metadata, load_checkpoint, model_from_checkpoint, save_checkpoint
 
 CASES = [(name, init) for name in MODELS.names() for init in ("scratch", "weights_file")] + [
     ("alexnet", "imagenet"), ("inception_v3", "imagenet")]

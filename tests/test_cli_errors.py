@@ -4,7 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 import cxrdistill.deployment.profile
-import cxrdistill.training.device
+import cxrdistill.runtime.device
 from cxrdistill.cli import app
 from cxrdistill.errors import CxrDistillError
 
@@ -32,7 +32,7 @@ def test_user_errors_are_one_line_and_exit_2(arguments, expected, tmp_path, monk
 
 
 def test_cuda_asked_for_on_a_machine_without_it(monkeypatch):
-    monkeypatch.setattr(cxrdistill.training.device.torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(cxrdistill.runtime.device.torch.cuda, "is_available", lambda: False)
     assert_one_line_user_error(["profile", "alexnet", "--device", "cuda"], "CUDA is not available")
 
 
@@ -63,10 +63,10 @@ def test_project_errors_keep_their_builtin_bases():
     from cxrdistill.data.splits import SplitFileError
     from cxrdistill.distillation.losses import DistillationSettingError
     from cxrdistill.distillation.teacher import TeacherCacheError
+    from cxrdistill.experiments.run import RunDirectoryError, RunNotFoundError
     from cxrdistill.models.weights import WeightsNotAvailableError
     from cxrdistill.registry import UnknownNameError
-    from cxrdistill.training.checkpoint import CheckpointError
-    from cxrdistill.training.run import RunDirectoryError, RunNotFoundError
+    from cxrdistill.runtime.checkpoint import CheckpointError
 
     for error_type, builtin in [
         (ConfigError, ValueError), (DatasetLayoutError, ValueError), (SplitFileError, ValueError),

@@ -16,9 +16,9 @@ import torch
 from conftest import tiny_config
 
 from cxrdistill.config import save_config
-from cxrdistill.training.checkpoint import load_checkpoint, load_training_state
+from cxrdistill.experiments.run import resume_state_path, run_experiment
+from cxrdistill.runtime.checkpoint import load_checkpoint, load_training_state
 from cxrdistill.training.objectives import SupervisedObjective
-from cxrdistill.training.run import resume_state_path, run_experiment
 from cxrdistill.training.trainer import NonFiniteLossError, Trainer
 
 EPOCHS = 5

@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_config
 
 from cxrdistill.config import save_config
-from cxrdistill.training.checkpoint import load_checkpoint
+from cxrdistill.runtime.checkpoint import load_checkpoint
 
 
 def weights_digest(path) -> str:
@@ -21,7 +21,7 @@ def weights_digest(path) -> str:
 
 def train_in_fresh_process(config_path) -> None:
     code = ("import sys; from cxrdistill.config import load_config; "
-            "from cxrdistill.training.run import run_experiment; "
+            "from cxrdistill.experiments.run import run_experiment; "
             "run_experiment(load_config(sys.argv[1]), progress=False)")
     subprocess.run([sys.executable, "-c", code, str(config_path)], check=True, timeout=1200)  # generous: shared CI
 

@@ -17,10 +17,10 @@ from cxrdistill.distillation.losses import (
 )
 from cxrdistill.distillation.objective import DistillationObjective
 from cxrdistill.distillation.teacher import CachedTeacher, LoadedTeacher, OnlineTeacher, build_cached_teacher
-from cxrdistill.training.checkpoint import CheckpointError, load_checkpoint, save_weights
-from cxrdistill.training.device import resolve_precision
+from cxrdistill.experiments.run import run_experiment
+from cxrdistill.runtime.checkpoint import CheckpointError, load_checkpoint, save_weights
+from cxrdistill.runtime.device import resolve_precision
 from cxrdistill.training.objectives import SupervisedObjective, class_weights
-from cxrdistill.training.run import run_experiment
 
 CPU = resolve_precision(torch.device("cpu"), "off")
 

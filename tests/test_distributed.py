@@ -22,10 +22,10 @@ from conftest import tiny_config
 from cxrdistill.config import ConfigError, TrainConfig
 from cxrdistill.data.dataset import EpochSampler
 from cxrdistill.evaluation.evaluate import evaluate_run, predict_checkpoint
+from cxrdistill.experiments.run import EVALUATED_FILE, run_experiment
 from cxrdistill.models import create_model
-from cxrdistill.training.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
-from cxrdistill.training.distributed import effective_lr
-from cxrdistill.training.run import EVALUATED_FILE, run_experiment
+from cxrdistill.runtime.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
+from cxrdistill.runtime.distributed import effective_lr
 from cxrdistill.training.trainer import make_scheduler
 
 TESTS = Path(__file__).resolve().parent

@@ -10,7 +10,7 @@ from conftest import tiny_config
 from PIL import Image
 
 from cxrdistill.evaluation.evaluate import evaluate_checkpoint, point_metrics
-from cxrdistill.training.run import run_experiment
+from cxrdistill.experiments.run import run_experiment
 
 
 @pytest.fixture(scope="module")

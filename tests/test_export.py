@@ -11,7 +11,7 @@ from conftest import tiny_config
 
 from cxrdistill.config import load_config
 from cxrdistill.deployment.export import export_onnx
-from cxrdistill.training.checkpoint import checkpoint_metadata, model_from_checkpoint, save_checkpoint
+from cxrdistill.runtime.checkpoint import checkpoint_metadata, model_from_checkpoint, save_checkpoint
 
 
 @pytest.mark.parametrize("frontend", ["none", "srm"])
@@ -35,7 +35,7 @@ def test_export_matches_pytorch_in_onnx_runtime(tmp_path, frontend):
 
 
 def test_export_of_a_trained_run(synth_root, tmp_path):
-    from cxrdistill.training.run import run_experiment
+    from cxrdistill.experiments.run import run_experiment
 
     best = run_experiment(tiny_config(synth_root, tmp_path, "train.epochs=1"), progress=False).best_checkpoint
     assert export_onnx(best, tmp_path / "student.onnx").path.is_file()

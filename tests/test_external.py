@@ -12,11 +12,11 @@ from typer.testing import CliRunner
 
 from cxrdistill.cli import app
 from cxrdistill.config import ConfigError, load_config
-from cxrdistill.distillation.compare import paired_interval
 from cxrdistill.evaluation.calibration import choose_threshold
 from cxrdistill.evaluation.evaluate import evaluate_checkpoint, predict_checkpoint
-from cxrdistill.training.checkpoint import load_checkpoint, load_training_state
-from cxrdistill.training.run import run_experiment
+from cxrdistill.experiments.compare import paired_interval
+from cxrdistill.experiments.run import run_experiment
+from cxrdistill.runtime.checkpoint import load_checkpoint, load_training_state
 
 
 @pytest.fixture(scope="module")

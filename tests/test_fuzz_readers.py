@@ -28,7 +28,7 @@ from cxrdistill.config import ExperimentConfig, load_config, save_config
 from cxrdistill.data.io import UnreadableImageError, read_grey
 from cxrdistill.errors import CxrDistillError
 from cxrdistill.models import create_model
-from cxrdistill.training.checkpoint import (
+from cxrdistill.runtime.checkpoint import (
     checkpoint_files,
     checkpoint_metadata,
     model_from_checkpoint,

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from sklearn.exceptions import UndefinedMetricWarning
 
-from cxrdistill.distillation.compare import COMPARED_METRICS, Comparison, summarize, write_results
 from cxrdistill.evaluation.metrics import (
     METRIC_NAMES,
     MetricEstimate,
@@ -25,6 +24,7 @@ from cxrdistill.evaluation.metrics import (
     summarize_runs,
 )
 from cxrdistill.evaluation.plots import plot_confusion, plot_metric_curves, plot_reliability, plot_roc
+from cxrdistill.experiments.compare import COMPARED_METRICS, Comparison, summarize, write_results
 
 # Ten images: 4 PNEUMONIA, 6 NORMAL. At threshold 0.5: TP=3, FN=1 (0.2), FP=2 (0.6, 0.55), TN=4.
 LABELS = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])

@@ -10,11 +10,11 @@ from conftest import tiny_config
 from cxrdistill.config import load_config
 from cxrdistill.deployment.export import export_onnx
 from cxrdistill.deployment.model_card import MODEL_CARD
-from cxrdistill.training.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
+from cxrdistill.runtime.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 
 
 def test_export_writes_a_model_card_with_metrics_threshold_and_limits(synth_root, tmp_path):
-    from cxrdistill.training.run import run_experiment
+    from cxrdistill.experiments.run import run_experiment
 
     external = shutil.copytree(synth_root / "test", tmp_path / "site_b")
     config = tiny_config(synth_root, tmp_path, "train.epochs=1", f"data.external=[{external}]")

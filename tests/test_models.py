@@ -7,11 +7,11 @@ from torchvision import models as tv
 from torchvision.models import InceptionOutputs
 
 from cxrdistill.config import ConfigError, ModelConfig
+from cxrdistill.experiments.run import run_experiment
 from cxrdistill.models import MODELS, WeightsNotAvailableError, create_model, input_size, model_spec, train_mode
 from cxrdistill.models.summary import count_flops, summarize, weight_layers
 from cxrdistill.models.weights import imagenet_weights_path
-from cxrdistill.training.checkpoint import load_checkpoint
-from cxrdistill.training.run import run_experiment
+from cxrdistill.runtime.checkpoint import load_checkpoint
 
 SMALL_SIZE = {"alexnet": 64, "vgg16": 32, "resnet18": 32, "resnet34": 32, "inception_v3": 80,
               "mobilenet_v3_small": 32}

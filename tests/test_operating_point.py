@@ -14,7 +14,7 @@ from cxrdistill.deployment.predict import predict_files
 from cxrdistill.evaluation.calibration import choose_threshold
 from cxrdistill.evaluation.evaluate import evaluate_checkpoint
 from cxrdistill.models import create_model
-from cxrdistill.training.checkpoint import checkpoint_metadata, save_checkpoint, update_checkpoint_metadata
+from cxrdistill.runtime.checkpoint import checkpoint_metadata, save_checkpoint, update_checkpoint_metadata
 
 LABELS = np.array([0, 0, 0, 1, 1, 1, 1])
 PROBS = np.array([0.1, 0.4, 0.6, 0.35, 0.7, 0.8, 0.9])

@@ -24,7 +24,7 @@ from cxrdistill.deployment.profile import (
 )
 from cxrdistill.models import create_model
 from cxrdistill.models.summary import count_flops
-from cxrdistill.training.checkpoint import checkpoint_metadata, save_checkpoint
+from cxrdistill.runtime.checkpoint import checkpoint_metadata, save_checkpoint
 
 SMALL = {"batch_size": 4, "repeats": 2, "train_steps": 2, "batches": 1, "warmup": 1, "device": "cpu"}
 ALWAYS_POSITIVE = ("params", "gflops", "gmacs", "serialized_mb", "latency_ms_median", "latency_ms_p90",

@@ -25,8 +25,8 @@ from cxrdistill.deployment.quantize import (
 )
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.calibration import stored_threshold
-from cxrdistill.training.checkpoint import load_checkpoint
-from cxrdistill.training.run import run_experiment
+from cxrdistill.experiments.run import run_experiment
+from cxrdistill.runtime.checkpoint import load_checkpoint
 
 PROBABILITY_BOUND = 0.05
 """Largest |p_int8 - p_fp32| accepted per image (observed: below 1e-3 on this model)."""

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrdistill.reports.paper import paper_rows
-from cxrdistill.reproduce import STEPS, reproduce
+from cxrdistill.experiments.report.paper import paper_rows
+from cxrdistill.experiments.reproduce import STEPS, reproduce
 
 TINY = ["model.name=resnet18", "data.image_size=32", "data.batch_size=8", "data.num_workers=0", "train.epochs=1",
         "train.threads=1", "evaluation.n_bootstrap=20"]
@@ -95,7 +95,7 @@ def test_html_report_renders_tables_and_plots_in_chromium(study, tmp_path):
 
 def test_plans_are_validated_with_clear_errors(tmp_path):
     from cxrdistill.config import ConfigError
-    from cxrdistill.reproduce import load_plan
+    from cxrdistill.experiments.reproduce import load_plan
 
     for name in ("demo", "cpu", "paper"):
         plan = load_plan(name)

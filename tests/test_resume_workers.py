@@ -5,8 +5,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from cxrdistill.training.checkpoint import load_checkpoint
-from cxrdistill.training.run import run_experiment
+from cxrdistill.experiments.run import run_experiment
+from cxrdistill.runtime.checkpoint import load_checkpoint
 
 
 def train(synth_root, workdir, epochs: int, workers: int, resume: bool = False):

@@ -14,9 +14,9 @@ from cxrdistill.data.transforms import AugmentSettings, XRayTransform, normalize
 from cxrdistill.deployment.predict import predict_files
 from cxrdistill.distillation.objective import DistillationObjective, mixed_logits
 from cxrdistill.distillation.teacher import OnlineTeacher
-from cxrdistill.training.checkpoint import load_checkpoint, load_training_state, model_from_checkpoint
+from cxrdistill.experiments.run import run_experiment
+from cxrdistill.runtime.checkpoint import load_checkpoint, load_training_state, model_from_checkpoint
 from cxrdistill.training.objectives import BatchMix, SupervisedObjective
-from cxrdistill.training.run import run_experiment
 
 
 def gradient_image(size: int = 48) -> np.ndarray:
@@ -97,7 +97,7 @@ def test_online_teacher_sees_exactly_the_mixed_view_the_student_sees():
 
     from cxrdistill.config import DistillConfig
     from cxrdistill.distillation.losses import build_distillation_loss
-    from cxrdistill.training.device import resolve_precision
+    from cxrdistill.runtime.device import resolve_precision
 
     precision = resolve_precision(torch.device("cpu"), "off")
     teacher_model, student = RecordingModel(), RecordingModel()

@@ -7,8 +7,8 @@ from conftest import tiny_config
 
 import cxrdistill.files
 from cxrdistill.config import NOT_STORED, ExperimentConfig, config_differences, load_config, save_config
-from cxrdistill.training.checkpoint import load_checkpoint, load_training_state
-from cxrdistill.training.run import RunDirectoryError, run_experiment, train_or_resume
+from cxrdistill.experiments.run import RunDirectoryError, run_experiment, train_or_resume
+from cxrdistill.runtime.checkpoint import load_checkpoint, load_training_state
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_a_reused_finished_run_is_scored_again_only_when_its_scoring_settings_ch
 
 
 def test_a_finished_evaluated_run_is_handed_on_without_being_loaded(synth_root, tmp_path, one_epoch_run, monkeypatch):
-    import cxrdistill.training.run as run
+    import cxrdistill.experiments.run as run
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished, evaluated run was loaded again")

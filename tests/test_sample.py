@@ -15,7 +15,7 @@ from cxrdistill.data.sample import (
     leaked_patients,
     sample_manifest,
 )
-from cxrdistill.demo import demo_configs
+from cxrdistill.experiments.demo import demo_configs
 
 
 def test_bundled_archive_is_small_patient_wise_and_has_both_classes(tmp_path):

@@ -5,10 +5,10 @@ import torch
 from conftest import tiny_config
 
 from cxrdistill.config import ModelConfig, preset
+from cxrdistill.experiments.run import run_experiment
 from cxrdistill.models import create_model, model_spec
 from cxrdistill.models.summary import summarize
-from cxrdistill.training.checkpoint import load_checkpoint, model_from_checkpoint
-from cxrdistill.training.run import run_experiment
+from cxrdistill.runtime.checkpoint import load_checkpoint, model_from_checkpoint
 
 
 def test_mobilenet_is_registered_small_and_takes_grey_replicated_input():

@@ -7,16 +7,16 @@ import torch
 from conftest import tiny_config
 
 from cxrdistill.evaluation.predict import predict
-from cxrdistill.training.checkpoint import (
+from cxrdistill.experiments.run import RunDirectoryError, run_experiment
+from cxrdistill.runtime.checkpoint import (
     CheckpointError,
     experiment_config,
     load_checkpoint,
     load_training_state,
     model_from_checkpoint,
 )
-from cxrdistill.training.device import resolve_device, resolve_precision
+from cxrdistill.runtime.device import resolve_device, resolve_precision
 from cxrdistill.training.objectives import SupervisedObjective, class_weights
-from cxrdistill.training.run import RunDirectoryError, run_experiment
 from cxrdistill.training.trainer import Trainer
 
 

@@ -71,7 +71,7 @@ def train(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train a model (or distil, when the config names distill.teacher)."""
-    from cxrdistill.training.run import run_experiment
+    from cxrdistill.experiments.run import run_experiment
 
     result = run_experiment(load_config(config, overrides), resume=resume, progress=not quiet)
     console.print(f"best checkpoint: {result.best_checkpoint} (epoch {result.state.best_epoch}); "
@@ -88,7 +88,7 @@ def distill(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train the student with knowledge distillation from TEACHER."""
-    from cxrdistill.training.run import run_experiment
+    from cxrdistill.experiments.run import run_experiment
 
     experiment = load_config(config, [*(overrides or []), f"distill.teacher={teacher}"])
     result = run_experiment(experiment, resume=resume, progress=not quiet)
@@ -210,7 +210,7 @@ def demo(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Teacher, plain student and distilled student end to end, on CPU in minutes (real X-rays by default)."""
-    from cxrdistill.demo import run_demo
+    from cxrdistill.experiments.demo import run_demo
 
     if data is not None and synthetic:
         raise typer.BadParameter("give either --data or --synthetic, not both")
@@ -233,7 +233,7 @@ def convert_checkpoint(
 
     The old file is read without running code (torch.load with weights_only=True) and left in place.
     """
-    from cxrdistill.training.checkpoint import convert_checkpoint as convert
+    from cxrdistill.runtime.checkpoint import convert_checkpoint as convert
 
     for old in checkpoints:
         files = convert(old)
@@ -395,7 +395,7 @@ def sweep_temperature(
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """One distilled student per temperature (the paper's Table II), reusing one cached teacher."""
-    from cxrdistill.distillation.sweep import sweep_temperature as run_sweep
+    from cxrdistill.experiments.sweep import sweep_temperature as run_sweep
 
     experiment = with_external(load_config(config, overrides), external)
     rows = run_sweep(experiment, teacher, out, _floats(temperatures), progress=not quiet)
@@ -421,7 +421,7 @@ def compare(
 ) -> None:
     """Teacher vs plain vs distilled student over several seeds, with paired differences (Table VI)."""
     from cxrdistill.config import preset
-    from cxrdistill.distillation.compare import compare as run_compare
+    from cxrdistill.experiments.compare import compare as run_compare
 
     extra = overrides or []
     if arm:
@@ -468,7 +468,7 @@ def reproduce(
 
     Re-running the same command skips finished steps and continues interrupted training runs.
     """
-    from cxrdistill.reproduce import reproduce as run_reproduce
+    from cxrdistill.experiments.reproduce import reproduce as run_reproduce
 
     result = run_reproduce(preset_name, data, out, external, overrides, plan, progress=not quiet)
     print_rows([{"step": r.step, "status": r.status, "wall s": r.wall_s if r.wall_s is not None else "-"}

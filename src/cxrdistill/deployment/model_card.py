@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cxrdistill.evaluation.evaluate import RUN_EVALUATION_FILE
 from cxrdistill.files import atomic_write_text
-from cxrdistill.training.checkpoint import load_checkpoint
+from cxrdistill.runtime.checkpoint import load_checkpoint
 
 MODEL_CARD = "MODEL_CARD.md"
 CARD_METRICS = ("accuracy", "sensitivity", "specificity", "roc_auc")

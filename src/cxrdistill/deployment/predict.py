@@ -28,7 +28,7 @@ from cxrdistill.deployment.heatmap import GradCam, overlay
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, load_served_model, stored_threshold
 from cxrdistill.files import atomic_write, atomic_write_text, file_digest
-from cxrdistill.training.checkpoint import CheckpointError, checkpoint_files
+from cxrdistill.runtime.checkpoint import CheckpointError, checkpoint_files
 
 
 @dataclass(frozen=True)

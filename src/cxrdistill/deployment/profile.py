@@ -54,8 +54,8 @@ from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.models import MODELS, create_model, input_size
 from cxrdistill.models.summary import count_flops
 from cxrdistill.provenance import cpu_name, describe_machine  # noqa: F401 (describe_machine re-exported)
-from cxrdistill.training.checkpoint import model_from_checkpoint
-from cxrdistill.training.device import Precision, resolve_device, resolve_precision
+from cxrdistill.runtime.checkpoint import model_from_checkpoint
+from cxrdistill.runtime.device import Precision, resolve_device, resolve_precision
 from cxrdistill.training.objectives import SupervisedObjective
 
 MB = 1e6

@@ -35,7 +35,7 @@ from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, stored_threshold
 from cxrdistill.evaluation.evaluate import external_set_names, records_for
 from cxrdistill.evaluation.metrics import binary_metrics
-from cxrdistill.training.checkpoint import load_checkpoint
+from cxrdistill.runtime.checkpoint import load_checkpoint
 
 INT8_SUFFIX = ".int8.onnx"
 DEFAULT_CALIBRATION_IMAGES = 300

@@ -1,1 +1,1 @@
-"""Knowledge distillation: losses by name, teacher outputs (online or cached), the KD objective, sweeps."""
+"""Knowledge distillation: losses by name, teacher outputs (online or cached) and the KD objective."""

@@ -10,8 +10,8 @@ from cxrdistill.data.dataset import DataBundle
 from cxrdistill.distillation.losses import build_distillation_loss
 from cxrdistill.distillation.teacher import CachedTeacher, LoadedTeacher, TeacherSource, make_teacher_source
 from cxrdistill.evaluation.predict import resize_batch
-from cxrdistill.training.checkpoint import read_metadata
-from cxrdistill.training.device import Precision
+from cxrdistill.runtime.checkpoint import read_metadata
+from cxrdistill.runtime.device import Precision
 from cxrdistill.training.objectives import BatchMix, Objective, SupervisedObjective, split_outputs
 
 

@@ -27,9 +27,9 @@ from cxrdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cxrdistill.errors import CxrDistillError
 from cxrdistill.evaluation.predict import predict, resize_batch
 from cxrdistill.files import atomic_write, file_digest, text_digest
-from cxrdistill.training import distributed
-from cxrdistill.training.checkpoint import check_class_names, checkpoint_files, model_from_checkpoint
-from cxrdistill.training.device import Precision
+from cxrdistill.runtime import distributed
+from cxrdistill.runtime.checkpoint import check_class_names, checkpoint_files, model_from_checkpoint
+from cxrdistill.runtime.device import Precision
 
 CACHE_FORMAT = "cxrdistill-teacher-logits/1"
 

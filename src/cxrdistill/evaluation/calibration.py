@@ -29,8 +29,8 @@ from cxrdistill.config import EvaluationConfig
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.metrics import binary_metrics, check_binary_inputs
 from cxrdistill.evaluation.predict import Predictions
-from cxrdistill.training import distributed
-from cxrdistill.training.checkpoint import model_from_checkpoint, update_checkpoint_metadata
+from cxrdistill.runtime import distributed
+from cxrdistill.runtime.checkpoint import model_from_checkpoint, update_checkpoint_metadata
 
 THRESHOLD_POLICIES: tuple[str, ...] = ("youden", "min_sensitivity", "fixed")
 DEFAULT_THRESHOLD = 0.5

@@ -47,9 +47,9 @@ from cxrdistill.evaluation.plots import plot_confusion, plot_reliability, plot_r
 from cxrdistill.evaluation.predict import Predictions, predict
 from cxrdistill.evaluation.tables import write_table
 from cxrdistill.files import atomic_write_json, atomic_write_text
-from cxrdistill.training import distributed
-from cxrdistill.training.checkpoint import check_class_names
-from cxrdistill.training.device import resolve_device, resolve_precision
+from cxrdistill.runtime import distributed
+from cxrdistill.runtime.checkpoint import check_class_names
+from cxrdistill.runtime.device import resolve_device, resolve_precision
 
 RUN_EVALUATION_FILE = "evaluation.json"
 TABLE_METRICS: tuple[str, ...] = ("accuracy", "sensitivity", "specificity", "roc_auc", "loss", "ece")

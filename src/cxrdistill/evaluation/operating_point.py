@@ -32,7 +32,7 @@ from cxrdistill.evaluation.evaluate import (
 )
 from cxrdistill.evaluation.predict import Predictions
 from cxrdistill.files import atomic_write_json
-from cxrdistill.training.checkpoint import check_class_names, checkpoint_files, model_from_checkpoint
+from cxrdistill.runtime.checkpoint import check_class_names, checkpoint_files, model_from_checkpoint
 
 
 @dataclass(frozen=True)

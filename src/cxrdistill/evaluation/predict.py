@@ -14,8 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from cxrdistill.training import distributed
-from cxrdistill.training.device import Precision
+from cxrdistill.runtime import distributed
+from cxrdistill.runtime.device import Precision
 
 
 @dataclass

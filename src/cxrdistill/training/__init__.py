@@ -1,1 +1,1 @@
-"""Training: the loop, objectives, checkpoints, devices and the experiment runner."""
+"""Training: the loop, the supervised objective and its class weights."""

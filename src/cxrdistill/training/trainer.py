@@ -6,7 +6,7 @@ owns the bookkeeping that must be right for every experiment. The loss is accumu
 and read once per ``log_every`` steps, so the CPU never waits for the GPU on each step.
 
 Every epoch writes the ``last`` checkpoint (and ``best`` when the monitored validation metric improves;
-see :mod:`cxrdistill.training.checkpoint`), then the resume state ``last.state.pt``, then
+see :mod:`cxrdistill.runtime.checkpoint`), then the resume state ``last.state.pt``, then
 ``metrics.jsonl``, each atomically. With ``ema_decay`` set, validation and the saved weights are the
 moving average (what gets deployed); the raw weights travel in the resume state. ``resume=True``
 restores model, optimiser, scheduler, gradient scaler, moving average, early-stopping state and
@@ -46,15 +46,15 @@ from cxrdistill.evaluation.metrics import binary_metrics
 from cxrdistill.evaluation.predict import predict
 from cxrdistill.files import atomic_write_text
 from cxrdistill.models import train_mode
-from cxrdistill.training import distributed
-from cxrdistill.training.checkpoint import (
+from cxrdistill.runtime import distributed
+from cxrdistill.runtime.checkpoint import (
     WEIGHTS_SUFFIX,
     load_training_state,
     save_checkpoint,
     save_training_state,
     training_state_path,
 )
-from cxrdistill.training.device import Precision
+from cxrdistill.runtime.device import Precision
 from cxrdistill.training.objectives import BatchMix, Objective
 
 MINIMISED = {"val_loss"}

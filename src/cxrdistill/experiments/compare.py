@@ -28,9 +28,9 @@ from cxrdistill.evaluation.evaluate import TABLE_METRICS, load_run_evaluation
 from cxrdistill.evaluation.metrics import MetricEstimate, summarize_runs
 from cxrdistill.evaluation.plots import plot_comparison
 from cxrdistill.evaluation.tables import write_table
+from cxrdistill.experiments.run import data_root, join_process_group, train_or_resume
 from cxrdistill.files import atomic_write_json
-from cxrdistill.training import distributed
-from cxrdistill.training.run import data_root, join_process_group, train_or_resume
+from cxrdistill.runtime import distributed
 
 COMPARED_METRICS: tuple[str, ...] = (*TABLE_METRICS, "precision", "f1")
 EVALUATION_KEYS: tuple[str, ...] = ("set", "threshold")

@@ -18,9 +18,7 @@ import yaml
 from scipy import stats
 
 from cxrdistill.config import ModelConfig, preset
-from cxrdistill.files import atomic_write_text
-from cxrdistill.models import input_size
-from cxrdistill.reports.document import (
+from cxrdistill.experiments.report.document import (
     Bullets,
     Code,
     Document,
@@ -31,13 +29,15 @@ from cxrdistill.reports.document import (
     render_html,
     render_markdown,
 )
-from cxrdistill.reports.figures import (
+from cxrdistill.experiments.report.figures import (
     plot_accuracy_against_cost,
     plot_against_temperature,
     plot_roc_curves,
     plot_training_curves,
 )
-from cxrdistill.reports.paper import paper_rows
+from cxrdistill.experiments.report.paper import paper_rows
+from cxrdistill.files import atomic_write_text
+from cxrdistill.models import input_size
 
 ROLE_NAMES = {"teacher": "teacher", "student": "plain student", "student_kd": "distilled student"}
 MAIN_METRICS = ("accuracy", "specificity", "sensitivity")

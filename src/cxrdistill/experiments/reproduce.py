@@ -5,7 +5,7 @@ experiment presets. Each step writes its result to ``OUT/results/{step}.json`` a
 ``OUT/steps/{step}.json`` holding a hash of everything it depends on (plan section, experiment
 settings, data folders) and its wall time. Re-running skips a step whose marker matches; a step that
 was interrupted continues its training runs from their checkpoints (``train_or_resume``). The report
-(``OUT/report/REPORT.md`` and ``REPORT.html``, see :mod:`cxrdistill.reports.study`) is rebuilt at the end
+(``OUT/report/REPORT.md`` and ``REPORT.html``, see :mod:`cxrdistill.experiments.report.study`) is rebuilt at the end
 of every invocation from whatever steps have finished.
 
 Steps, with the paper's table each one answers:
@@ -46,9 +46,9 @@ from cxrdistill.evaluation.evaluate import (
     predict_checkpoint,
 )
 from cxrdistill.evaluation.metrics import MetricEstimate
+from cxrdistill.experiments.run import handed_on_checkpoint, train_or_resume
 from cxrdistill.files import atomic_write_json, text_digest
 from cxrdistill.provenance import describe_machine, git_state, package_versions
-from cxrdistill.training.run import handed_on_checkpoint, train_or_resume
 
 STEPS: tuple[str, ...] = ("audit", "models", "zoo", "compare", "teacher", "student", "sweep", "profile", "external")
 """In running order: ``compare`` trains the first seed's teacher and student, which their own steps then collect."""
@@ -228,7 +228,7 @@ class Study:
         return result
 
     def device_name(self) -> str:
-        from cxrdistill.training.device import resolve_device
+        from cxrdistill.runtime.device import resolve_device
 
         return str(resolve_device(self.role("student").train.device))
 
@@ -270,7 +270,7 @@ class Study:
         return self.train_role("student")
 
     def step_compare(self) -> dict:
-        from cxrdistill.distillation.compare import compare
+        from cxrdistill.experiments.compare import compare
 
         arms = {role: self.role(role) for role in ("student", "student_kd")}
         result = compare(arms, self.runs, self.plan.seeds, self.role("teacher"), None, ("student_kd", "student"),
@@ -286,7 +286,7 @@ class Study:
         return {**result.as_dict(), "roc_test_first_seed": roc, "checkpoints": checkpoints}
 
     def step_sweep(self) -> dict:
-        from cxrdistill.distillation.sweep import sweep_temperature
+        from cxrdistill.experiments.sweep import sweep_temperature
 
         teacher = self.run_step("teacher")["checkpoint"]
         config = self.role("student_kd")
@@ -326,7 +326,7 @@ class Study:
 
     # -- the whole study ------------------------------------------------------------------------------
     def run(self) -> ReproduceResult:
-        from cxrdistill.reports.study import write_report
+        from cxrdistill.experiments.report.study import write_report
 
         environment = {"machine": describe_machine(), "versions": package_versions(), "git": git_state(),
                        "plan": dataclasses.asdict(self.plan), "data": str(self.root),

@@ -15,8 +15,8 @@ from cxrdistill.config import ExperimentConfig
 from cxrdistill.evaluation.evaluate import TABLE_METRICS, evaluation_rows, load_run_evaluation
 from cxrdistill.evaluation.plots import plot_metric_curves
 from cxrdistill.evaluation.tables import write_table
-from cxrdistill.training import distributed
-from cxrdistill.training.run import data_root, join_process_group, train_or_resume
+from cxrdistill.experiments.run import data_root, join_process_group, train_or_resume
+from cxrdistill.runtime import distributed
 
 PAPER_TEMPERATURES: tuple[float, ...] = (1, 10, 20, 30, 40, 50)
 PLOTTED_METRICS: tuple[str, ...] = ("accuracy", "specificity", "sensitivity", "loss")

@@ -27,19 +27,20 @@ from cxrdistill.config import (
 from cxrdistill.data.dataset import DataBundle, build_loaders
 from cxrdistill.data.splits import split_digest
 from cxrdistill.data.synth import SynthSpec, is_complete_synthetic_set, make_synthetic_dataset
+from cxrdistill.distillation.objective import build_objective, data_image_size
 from cxrdistill.errors import CxrDistillError
 from cxrdistill.evaluation.evaluate import evaluate_run
 from cxrdistill.evaluation.operating_point import choose_on_val
 from cxrdistill.files import atomic_write_text, text_digest
 from cxrdistill.models import create_model, input_size
-from cxrdistill.training import distributed
-from cxrdistill.training.checkpoint import (
+from cxrdistill.runtime import distributed
+from cxrdistill.runtime.checkpoint import (
     WEIGHTS_SUFFIX,
     checkpoint_metadata,
     load_training_state,
     training_state_path,
 )
-from cxrdistill.training.device import resolve_device, resolve_precision
+from cxrdistill.runtime.device import resolve_device, resolve_precision
 from cxrdistill.training.objectives import SupervisedObjective, class_weights
 from cxrdistill.training.trainer import Trainer, TrainState, seed_everything
 
@@ -145,9 +146,6 @@ def _run_experiment(config: ExperimentConfig, resume: bool, progress: bool) -> R
         torch.set_num_threads(config.train.threads)
     precision = resolve_precision(device, config.train.amp)
     size = input_size(config.model, config.data.image_size)
-
-    from cxrdistill.distillation.objective import build_objective, data_image_size
-
     train_size = data_image_size(config, size)
     root = data_root(config, progress)
     with distributed.main_process_first():  # rank 0 writes the split and fills the decoded-image cache

@@ -15,9 +15,9 @@ from cxrdistill.config import ExperimentConfig, preset
 from cxrdistill.data.sample import SAMPLE_ARCHIVE, extract_sample
 from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
 from cxrdistill.evaluation.evaluate import evaluate_checkpoint
+from cxrdistill.experiments.run import handed_on_checkpoint, train_or_resume
 from cxrdistill.models.summary import count_flops
-from cxrdistill.training.checkpoint import model_from_checkpoint
-from cxrdistill.training.run import handed_on_checkpoint, train_or_resume
+from cxrdistill.runtime.checkpoint import model_from_checkpoint
 
 DEMO_SYNTH = SynthSpec(normal_patients=200, pneumonia_patients=300, seed=0)
 """About 1,000 images: enough optimiser steps for from-scratch CPU presets to leave the 50 % plateau."""

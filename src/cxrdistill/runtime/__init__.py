@@ -1,0 +1,1 @@
+"""What training, evaluation and deployment all stand on: checkpoints, devices and precision, process groups."""
