@@ -25,6 +25,7 @@ from cxrdistill.data.splits import (
     split_patients,
 )
 from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
+from cxrdistill.files import DiskFullError
 
 MAX_IMAGES_PER_PATIENT = 3
 BIG_SPEC = SynthSpec(normal_patients=40, pneumonia_patients=50, images_per_patient=(1, MAX_IMAGES_PER_PATIENT),
@@ -332,7 +333,7 @@ def test_failed_split_write_keeps_the_old_file_and_no_temporary(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", disk_full)  # fails after the new content was written to the temporary
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(DiskFullError, match="no space left on the device .* previous version of split.json"):
         save_split(DataSplit(split.root, {"train": split["train"]}), split_file, seed=5)
 
     assert split_file.read_bytes() == before
