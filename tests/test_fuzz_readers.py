@@ -107,14 +107,11 @@ def test_a_small_file_declaring_a_huge_image_is_refused_before_decoding(workdir,
 @pytest.fixture(scope="module")
 def dicom_bytes(workdir) -> bytes:
     pytest.importorskip("pydicom")
-    import pydicom
-    from test_data_io import _write_real_dicom
+    from image_files import write_dicom
 
-    path = workdir / "valid.dcm"
-    _write_real_dicom(path, GRADIENT.astype(np.uint16) * 16, "MONOCHROME1")
-    dataset = pydicom.dcmread(path)
-    dataset.RescaleSlope, dataset.RescaleIntercept = "1.5", "-10"  # text numbers (DS), which mutations can break
-    dataset.save_as(path)
+    # A rescale (DS text numbers, which mutations can break) and a window, so every LUT step is fuzzed.
+    path = write_dicom(workdir / "valid.dcm", GRADIENT.astype(np.uint16) * 16, "MONOCHROME1",
+                       window=(2000.0, 3000.0), rescale=(1.5, -10.0))
     return path.read_bytes()
 
 
