@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-PAPER_TABLES = Path(__file__).resolve().parents[1] / "data" / "paper_tables.yaml"
+PAPER_TABLES = Path(str(resources.files("cxrdistill.data").joinpath("paper_tables.yaml")))
 
 
 @cache
