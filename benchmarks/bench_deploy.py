@@ -32,7 +32,7 @@ from _common import check, describe, median, parse, parser, ratio_interval, writ
 
 from cxrdistill.config import ExperimentConfig, ModelConfig
 from cxrdistill.deployment.export import export_onnx
-from cxrdistill.deployment.profile import _current_rss_mb, _peak_rss_mb, _reset_peak_rss
+from cxrdistill.deployment.profile import current_rss_mb, peak_rss_mb, reset_peak_rss
 from cxrdistill.deployment.quantize import QuantizationSettings, quantize_onnx
 from cxrdistill.models import create_model
 from cxrdistill.provenance import cpu_name
@@ -95,11 +95,11 @@ def peak_memory_mb(runtime: Runtime, size: int, batch_size: int) -> dict[str, fl
     """In a fresh process: peak RSS rise while loading ``runtime`` and running one batch (see the docstring)."""
     import onnxruntime  # noqa: F401  (imported before the baseline, like torch, so it does not count)
 
-    baseline = _current_rss_mb()
-    resets = _reset_peak_rss()
+    baseline = current_rss_mb()
+    resets = reset_peak_rss()
     run = load_runner(runtime, size)
     run(np.zeros((batch_size, 3, size, size), dtype=np.float32))
-    peak = _peak_rss_mb()
+    peak = peak_rss_mb()
     return {"baseline_mb": baseline, "peak_mb": peak, "rise_mb": peak - baseline, "peak_reset": resets}
 
 

@@ -238,7 +238,7 @@ def _measure(request: _Request) -> ResourceProfile:
     device = torch.device(request.device)
     precision = resolve_precision(device, request.amp)
     on_cpu = device.type == "cpu"
-    rss_baseline = _current_rss_mb()
+    rss_baseline = current_rss_mb()
 
     model, name, size = _build(request)
     params = sum(p.numel() for p in model.parameters())
@@ -246,12 +246,12 @@ def _measure(request: _Request) -> ResourceProfile:
     serialized_mb = _serialized_mb(model)
     model.to(device)
 
-    peak_resets = _reset_peak_rss()
+    peak_resets = reset_peak_rss()
     inference = _measure_inference(model, request, size, precision)
-    rss_inference = _peak_rss_mb() if on_cpu else None
-    _reset_peak_rss()
+    rss_inference = peak_rss_mb() if on_cpu else None
+    reset_peak_rss()
     train = _measure_training(model, request, size, precision)
-    rss_train = _peak_rss_mb() if on_cpu else None
+    rss_train = peak_rss_mb() if on_cpu else None
 
     process = "fresh spawned process" if request.isolated else "this process"
     if not on_cpu:
@@ -467,7 +467,7 @@ class _GpuSampler:
         }
 
 
-def _reset_peak_rss() -> bool:
+def reset_peak_rss() -> bool:
     """Restart the kernel's peak-RSS mark (Linux 4.0+); False where the system offers no way to."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -476,7 +476,7 @@ def _reset_peak_rss() -> bool:
     return True
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """Peak resident size since the last reset (``VmHWM``), else the process peak (``ru_maxrss``)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -488,12 +488,12 @@ def _peak_rss_mb() -> float:
     return peak / MB if sys.platform == "darwin" else peak * 1024 / MB
 
 
-def _current_rss_mb() -> float:
+def current_rss_mb() -> float:
     """Resident size now (``/proc/self/statm``); elsewhere the peak so far, the closest available."""
     try:
         resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
     except OSError:
-        return _peak_rss_mb()
+        return peak_rss_mb()
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / MB
 
 
