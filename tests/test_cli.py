@@ -38,6 +38,13 @@ def test_bad_config_key_and_missing_checkpoint(tmp_path):
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
+def test_demo_passes_overrides_to_its_presets(tmp_path):
+    """A misspelt override stops the demo before any training, naming the key (so a right one gets through)."""
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path), "--quiet", "train.thread=1"])
+    assert result.exit_code == 2 and "unknown key train.'thread'" in result.output
+    assert not (tmp_path / "teacher").exists()
+
+
 def test_models_table_json():
     result = runner.invoke(app, ["models", "--json", "--size", "64"])
     assert result.exit_code == 0, result.output

@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
+from cxrdistill.config import ConfigError
 from cxrdistill.evaluation.predict import predict
 from cxrdistill.experiments.run import RunDirectoryError, run_experiment
 from cxrdistill.runtime.checkpoint import (
@@ -17,7 +18,7 @@ from cxrdistill.runtime.checkpoint import (
 )
 from cxrdistill.runtime.device import resolve_device, resolve_precision
 from cxrdistill.training.objectives import SupervisedObjective, class_weights
-from cxrdistill.training.trainer import Trainer
+from cxrdistill.training.trainer import Trainer, TrainingInterrupted
 
 
 def read_metrics(run_dir):
@@ -135,3 +136,41 @@ def test_srm_frontend_trains_and_reloads(synth_root, tmp_path):
     assert payload["metadata"]["frontend"] == "srm"
     assert any(key.startswith("frontend.") for key in payload["model_state"])
     assert reloaded_val_loss(result) == pytest.approx(payload["metadata"]["metrics"]["val_loss"], rel=1e-5)
+
+
+def test_resume_state_every_n_epochs_and_always_on_interrupt(synth_root, tmp_path, monkeypatch):
+    """``checkpoint_every`` thins the resume states (the final epoch always saves); an interrupt at an epoch
+    boundary whose state was skipped writes it, and the resumed run ends where a straight one does."""
+    import cxrdistill.training.trainer as trainer_module
+
+    saved_epochs, real_save = [], trainer_module.save_checkpoint
+
+    def recording_save(path, model, metadata, state=None):
+        if state is not None:
+            saved_epochs.append(state["epoch"])
+        return real_save(path, model, metadata, state)
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", recording_save)
+    straight = run_experiment(tiny_config(synth_root, tmp_path / "a", "train.epochs=3", "train.checkpoint_every=2"),
+                              progress=False)
+    assert saved_epochs == [2, 3]
+
+    real_validate = Trainer.validate
+
+    def interrupt_after_epoch_one(self, loader):
+        self.interrupted = self.interrupted or self.state.epoch == 0
+        return real_validate(self, loader)
+
+    monkeypatch.setattr(Trainer, "validate", interrupt_after_epoch_one)
+    config = tiny_config(synth_root, tmp_path / "b", "train.epochs=3", "train.checkpoint_every=2")
+    with pytest.raises(TrainingInterrupted, match="end of epoch 1"):
+        run_experiment(config, progress=False)
+    assert load_training_state(config.run_dir / "last.safetensors")["epoch"] == 1
+    monkeypatch.setattr(Trainer, "validate", real_validate)
+    resumed = run_experiment(config, resume=True, progress=False)
+    assert torch.allclose(run_model_weights(straight.last_checkpoint), run_model_weights(resumed.last_checkpoint))
+
+
+def test_checkpoint_every_must_be_positive(synth_root, tmp_path):
+    with pytest.raises(ConfigError, match="checkpoint_every must be at least 1"):
+        run_experiment(tiny_config(synth_root, tmp_path, "train.checkpoint_every=0"), progress=False)

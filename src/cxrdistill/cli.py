@@ -208,13 +208,17 @@ def demo(
     synthetic: Annotated[bool, typer.Option(help="Train on a SYNTHETIC set instead (no real X-rays).")] = False,
     out: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("runs/demo"),
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    overrides: Overrides = None,
 ) -> None:
-    """Teacher, plain student and distilled student end to end, on CPU in minutes (real X-rays by default)."""
+    """Teacher, plain student and distilled student end to end, on CPU in minutes (real X-rays by default).
+
+    Overrides apply to all three models, e.g. ``train.threads=1`` on a machine busy with other jobs.
+    """
     from cxrdistill.experiments.demo import run_demo
 
     if data is not None and synthetic:
         raise typer.BadParameter("give either --data or --synthetic, not both")
-    rows = run_demo(data, out, progress=not quiet, synthetic=synthetic)
+    rows = run_demo(data, out, progress=not quiet, extra=overrides, synthetic=synthetic)
     source = {"sample": "the bundled sample of real Kermany X-rays", "synthetic": "SYNTHETIC data, not X-rays",
               "data": str(data)}[rows[0]["data"]]
     first = rows[0]

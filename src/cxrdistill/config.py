@@ -115,6 +115,9 @@ class TrainConfig:
     threads: int | None = None
     """CPU threads for torch (``None``: torch's default). 1 is faster on a machine busy with other jobs."""
     log_every: int = 10
+    checkpoint_every: int = 1
+    """Epochs between resume checkpoints (``last.*``); the final epoch and an interrupt always save. An AlexNet
+    resume state is ~0.7 GB, so short runs (the demo) save it once instead of every epoch."""
 
 
 @dataclass
@@ -304,6 +307,7 @@ SETTINGS_FREE_TO_CHANGE: frozenset[str] = frozenset({
     "name", "output_dir",  # where the run lives, not how it trains
     "train.epochs",  # raised to extend a run (the schedule is closed-form in the epoch)
     "train.threads", "data.num_workers", "train.device", "train.log_every",  # resources and logging
+    "train.checkpoint_every",  # how often the resume state is written; training is the same
     "train.keep",  # which of best / last is handed on; training is the same
     "data.external",  # extra evaluation sets; training does not see them
     "evaluation.threshold_policy", "evaluation.min_sensitivity", "evaluation.fixed_threshold",

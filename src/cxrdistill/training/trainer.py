@@ -131,6 +131,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(precision.device.type, enabled=precision.needs_grad_scaler)
         self.state = TrainState()
         self.interrupted = False
+        if config.checkpoint_every < 1:
+            raise ConfigError(f"train.checkpoint_every must be at least 1 (epochs), got {config.checkpoint_every}")
+        self.state_saved_at: int | None = None
+        """The epoch ``last.state.pt`` holds (``None``: none written by this run yet)."""
 
     # -- checkpoints -------------------------------------------------------------------------
     @property
@@ -199,7 +203,7 @@ class Trainer:
                                        self.scheduler.lr_lambdas, strict=True):
             group["lr"] = base * factor(self.scheduler.last_epoch)
         self.scaler.load_state_dict(saved["scaler"])
-        self.state.epoch = saved["epoch"]
+        self.state.epoch = self.state_saved_at = saved["epoch"]
         self.state.best_value = saved["best_value"]
         self.state.best_epoch = saved["best_epoch"]
         self.state.epochs_without_improvement = saved["epochs_without_improvement"]
@@ -246,7 +250,7 @@ class Trainer:
             return
         if step is not None:
             self.state.step = step
-        if distributed.is_main_process() and (step is not None or not self.state_path.is_file()):
+        if distributed.is_main_process() and (step is not None or self.state_saved_at != self.state.epoch):
             save_training_state(self.state_path, self._training_state(), self.metadata)
         where = (f"epoch {self.state.epoch + 1}, step {step}" if step is not None
                  else f"the end of epoch {self.state.epoch}")
@@ -384,9 +388,11 @@ class Trainer:
                 self.state.epochs_without_improvement += 1
             patience = config.early_stopping_patience
             self.state.stopped_early = patience is not None and self.state.epochs_without_improvement >= patience
-            if distributed.is_main_process():
+            finished = self.state.epoch >= config.epochs or self.state.stopped_early
+            if distributed.is_main_process() and (finished or self.state.epoch % config.checkpoint_every == 0):
                 save_checkpoint(self.last_path, self.saved_model, {**self.metadata, "metrics": row},
                                 self._training_state())
+                self.state_saved_at = self.state.epoch
             self.state.history.append(row)
             self._write_metrics()
             if self.progress:
