@@ -94,6 +94,10 @@ class TrainState:
             return not math.isnan(value)
         return value < self.best_value if monitor in MINIMISED else value > self.best_value
 
+    def finished(self, epochs: int) -> bool:
+        """All ``epochs`` done, or stopped early: the loop ends and the last checkpoint must be on disk."""
+        return self.epoch >= epochs or self.stopped_early
+
 
 class Trainer:
     """Fits ``model`` with ``objective`` on ``loaders['train']``, monitoring ``loaders['val']``."""
@@ -369,7 +373,7 @@ class Trainer:
     def _fit(self, loaders: dict[str, DataLoader]) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         config = self.config
-        while self.state.epoch < config.epochs and not self.state.stopped_early:
+        while not self.state.finished(config.epochs):
             self._stop_if_interrupted()
             started = time.perf_counter()
             row: dict[str, Any] = {"epoch": self.state.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
@@ -388,8 +392,8 @@ class Trainer:
                 self.state.epochs_without_improvement += 1
             patience = config.early_stopping_patience
             self.state.stopped_early = patience is not None and self.state.epochs_without_improvement >= patience
-            finished = self.state.epoch >= config.epochs or self.state.stopped_early
-            if distributed.is_main_process() and (finished or self.state.epoch % config.checkpoint_every == 0):
+            due = self.state.finished(config.epochs) or self.state.epoch % config.checkpoint_every == 0
+            if distributed.is_main_process() and due:
                 save_checkpoint(self.last_path, self.saved_model, {**self.metadata, "metrics": row},
                                 self._training_state())
                 self.state_saved_at = self.state.epoch
