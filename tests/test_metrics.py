@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import roc_auc_score
 
 from cxrdistill.evaluation.metrics import (
     METRIC_NAMES,
@@ -151,6 +152,19 @@ def test_weighted_resample_matches_binary_metrics() -> None:
     direct = binary_metrics(labels[idx], probs[idx], threshold=0.4)
     for name in METRIC_NAMES:
         assert vectorised[name][0] == pytest.approx(direct[name], rel=1e-9), name
+
+
+def test_resampled_auc_matches_sklearn_with_ties_and_missing_classes() -> None:
+    labels, probs = _synthetic(80, seed=5)
+    probs = np.round(probs, 1)  # many tied scores, within and across classes
+    weights = np.random.default_rng(11).integers(0, 3, size=(40, labels.size)).astype(float)
+    weights[0] = labels  # a resample with no NORMAL image
+    vectorised = _metrics_from_weights(labels, probs, weights, 0.5)["roc_auc"]
+    assert np.isnan(vectorised[0])
+    for row in range(1, weights.shape[0]):
+        drawn = weights[row] > 0
+        expected = roc_auc_score(labels[drawn], probs[drawn], sample_weight=weights[row, drawn])
+        assert vectorised[row] == pytest.approx(expected, rel=1e-12), row
 
 
 def test_bootstrap_interval_contains_estimate_and_narrows() -> None:

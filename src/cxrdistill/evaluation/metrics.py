@@ -176,9 +176,8 @@ def bootstrap_metrics(
 
     Resamples are represented as per-image multiplicity weights (a patient drawn twice gives each of its
     images weight 2), so the threshold metrics, loss and ECE are computed for all resamples at once with
-    one matrix product (checked against :func:`binary_metrics` in the tests); AUC goes through
-    scikit-learn per resample with ``sample_weight``, which is equivalent to duplicating the drawn images.
-    1000 resamples of 5000 images take a few seconds on one CPU core.
+    one matrix product (checked against :func:`binary_metrics` in the tests), and AUC with a weighted
+    Mann-Whitney sum per resample. 1000 resamples of 800 images take about 0.1 s on one CPU core.
     """
     y, p = check_binary_inputs(labels, prob_positive)
     _check_threshold(threshold)
@@ -325,11 +324,28 @@ def _metrics_from_weights(
             "loss": sums[:, 4] / total,
             "ece": np.abs(sums[:, 5:]).sum(axis=1) / total,
         }
-    out["roc_auc"] = np.full(weights.shape[0], np.nan)
-    for r in np.flatnonzero((tp + fn > 0) & (tn + fp > 0)):
-        drawn = weights[r] > 0
-        out["roc_auc"][r] = roc_auc_score(y[drawn], p[drawn], sample_weight=weights[r, drawn])
+        out["roc_auc"] = _weighted_roc_auc(y, p, weights)
     return out
+
+
+def _weighted_roc_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC for each row of ``weights`` at once, NaN where a row lacks a class.
+
+    The area under the trapezoidal ROC curve (what ``roc_auc_score`` computes) is the Mann-Whitney
+    statistic: the weighted share of (PNEUMONIA, NORMAL) pairs ranked the right way round, a tie counting
+    one half. Summing the weights of each class per distinct score, in score order, gives it for every
+    resample with array operations; one ``roc_auc_score`` call per resample took 4 of the 5 seconds of a
+    1000-resample bootstrap (the tests check both agree, ties included).
+    """
+    order = np.argsort(p, kind="stable")
+    sorted_p = p[order]
+    level_starts = np.flatnonzero(np.r_[True, sorted_p[1:] != sorted_p[:-1]])
+    sorted_weights, sorted_y = weights[:, order], y[order]
+    negatives = np.add.reduceat(sorted_weights * (sorted_y == 0), level_starts, axis=1)
+    positives = np.add.reduceat(sorted_weights * (sorted_y == 1), level_starts, axis=1)
+    negatives_below = np.cumsum(negatives, axis=1) - negatives
+    right_pairs = (positives * (negatives_below + 0.5 * negatives)).sum(axis=1)
+    return right_pairs / (positives.sum(axis=1) * negatives.sum(axis=1))
 
 
 def _percentile_interval(value: float, samples: np.ndarray, confidence: float) -> MetricEstimate:
