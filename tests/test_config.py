@@ -1,10 +1,11 @@
 """Config loading: plain YAML, unknown keys and bad values named, overrides by dotted key."""
 
+import re
 from pathlib import Path
 
 import pytest
 
-from cxrdistill.config import ConfigError, ExperimentConfig, load_config, preset, save_config
+from cxrdistill.config import ConfigError, ExperimentConfig, OverrideError, load_config, preset, save_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -50,6 +51,20 @@ def test_overrides_parse_yaml_values():
     assert load_config(None, ["train.amp=on", "train.threads=1"]).train.amp == "on"
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(None, ["train.epochs"])
+
+
+def test_errors_name_the_override_or_the_file_they_come_from(tmp_path):
+    """A misspelt command-line override is not the file's fault, and a bad file is not the override's."""
+    good = write(tmp_path, "train:\n  epochs: 3\n")
+    with pytest.raises(OverrideError, match=r"^override 'train\.epochz=4': unknown key train\.'epochz'") as error:
+        load_config(good, ["train.epochs=5", "train.epochz=4"])
+    assert str(good) not in str(error.value)
+    with pytest.raises(OverrideError, match="override 'train.epochs=many': train.epochs: expected an integer"):
+        load_config(good, ["train.epochs=many"])
+    bad = write(tmp_path, "train:\n  epochz: 3\n")
+    with pytest.raises(ConfigError, match=f"^{re.escape(str(bad))}: unknown key train.'epochz'") as error:
+        load_config(bad, ["train.epochs=5"])
+    assert not isinstance(error.value, OverrideError)
 
 
 def test_missing_file_and_invalid_yaml(tmp_path):

@@ -25,6 +25,10 @@ class ConfigError(CxrDistillError, ValueError):
     """A config file or override that cannot be used as written."""
 
 
+class OverrideError(ConfigError):
+    """A ``key=value`` override that cannot be applied: the file it was applied to is not to blame."""
+
+
 @dataclass
 class DataConfig:
     root: str | None = None
@@ -252,14 +256,14 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:
     if "=" not in override:
-        raise ConfigError(f"override {override!r} must look like section.key=value")
+        raise OverrideError(f"override {override!r} must look like section.key=value")
     dotted, text = override.split("=", 1)
     node = raw
     parts = dotted.strip().split(".")
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {override!r}: {part!r} is not a section")
+            raise OverrideError(f"override {override!r}: {part!r} is not a section")
     node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
 
 
@@ -271,9 +275,16 @@ def dataclass_from_dict(cls: type, raw: dict[str, Any], overrides: list[str] | N
     if not isinstance(raw, dict):
         raise ConfigError(f"a config is a mapping of sections (data:, model:, train:, ...), not {raw!r:.60}")
     raw = _deep_copy(raw)
+    settings = _build(cls, raw, "")  # the file's own settings first, so that each error names its source
     for override in overrides or []:
         _apply_override(raw, override)
-    return _build(cls, raw, "")
+        try:
+            settings = _build(cls, raw, "")
+        except OverrideError:
+            raise
+        except ConfigError as error:
+            raise OverrideError(f"override {override!r}: {error}") from None
+    return settings
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
@@ -294,6 +305,8 @@ def load_dataclass(cls: type, path: str | Path | None, overrides: list[str] | No
             raise ConfigError(f"{path}: not valid YAML (UTF-8 text): {error}") from error
     try:
         return dataclass_from_dict(cls, raw, overrides)
+    except OverrideError:
+        raise
     except ConfigError as error:
         where = f"{path}: " if path is not None else ""
         raise ConfigError(f"{where}{error}") from None
