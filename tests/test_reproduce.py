@@ -55,6 +55,9 @@ def test_report_holds_every_table_and_plot_beside_the_papers_figures(study):
                     "Differences from the paper", "Configs", "Versions and device"):
         assert heading in markdown, heading
     assert "has not finished" not in markdown
+    walls = [json.loads(p.read_text())["wall_s"] for p in (study["first"].out / "steps").glob("*.json")]
+    total = re.search(rf"\| all steps \| {len(STEPS)} of {len(STEPS)} done \| ([\d.]+) \(([\d.]+) min\)", markdown)
+    assert total and float(total[1]) == pytest.approx(sum(walls), abs=0.06), "the steps' total wall time"
     # the paper's figures come from the data file, printed beside ours
     assert f"{paper_rows('table_6')['student_kd']['accuracy']:.2f}" in markdown
     assert f"{paper_rows('table_2')[10]['specificity']:.2f}" in markdown

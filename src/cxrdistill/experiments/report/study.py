@@ -146,11 +146,15 @@ class StudyReport:
         return doc
 
     def steps_table(self) -> Table:
-        rows = []
+        """Each step's wall time, and their sum: what the study costs on this device when nothing is rerun."""
+        rows, done = [], []
         for step in self.plan.get("steps", []):
             marker = self.markers.get(step)
             rows.append([step, "done" if marker else "not finished", num(marker and marker["wall_s"], 1),
                          marker["finished"] if marker else "", marker["device"] if marker else ""])
+            done += [marker["wall_s"]] if marker else []
+        total = sum(done)
+        rows.append(["all steps", f"{len(done)} of {len(rows)} done", f"{total:.1f} ({total / 60:.1f} min)", "", ""])
         return Table(["step", "status", "wall time (s)", "finished", "device"], rows, "Steps of this study")
 
     def table_6(self, compare: dict) -> list:
