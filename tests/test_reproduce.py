@@ -17,7 +17,7 @@ from cxrdistill.experiments.reproduce import STEPS, reproduce
 
 TINY = ["model.name=resnet18", "data.image_size=32", "data.batch_size=8", "data.num_workers=0", "train.epochs=1",
         "train.threads=1", "evaluation.n_bootstrap=20"]
-TINY_PLAN = ["seeds=[0]", "temperatures=[1]", "zoo.models={resnet18: demo/student}", "zoo.overrides=[]",
+TINY_PLAN = ["seeds=[0, 1]", "temperatures=[1]", "zoo.models={resnet18: demo/student}", "zoo.overrides=[]",
              "profile.isolate=false", "profile.repeats=1", "profile.train_steps=1", "profile.batch_size=2"]
 FIGURES = ("roc.png", "training_curves.png", "temperature.png", "cost.png")
 

@@ -281,9 +281,14 @@ class Study:
                                                                       "test", progress=False)
             roc[role] = {"data": description, "labels": predictions.labels.tolist(),
                          "prob_pneumonia": predictions.prob_positive.round(6).tolist()}
-        checkpoints = {role: {seed: handed_on_checkpoint(self.role(role, seed)) for seed in self.plan.seeds}
-                       for role in ROLES}
-        return {**result.as_dict(), "roc_test_first_seed": roc, "checkpoints": checkpoints}
+        return {**result.as_dict(), "roc_test_first_seed": roc, "checkpoints": self.compared_checkpoints()}
+
+    def compared_checkpoints(self) -> dict[str, dict[int, Path]]:
+        """Table VI's models: the one teacher (trained on the first seed) and each seed's two students."""
+        teacher = {self.plan.seeds[0]: handed_on_checkpoint(self.role("teacher"))}
+        students = {role: {seed: handed_on_checkpoint(self.role(role, seed)) for seed in self.plan.seeds}
+                    for role in ("student", "student_kd")}
+        return {"teacher": teacher, **students}
 
     def step_sweep(self) -> dict:
         from cxrdistill.experiments.sweep import sweep_temperature
@@ -307,7 +312,8 @@ class Study:
         return {"profiles": profiles}
 
     def step_external(self) -> dict:
-        checkpoints = self.run_step("compare")["checkpoints"]
+        self.run_step("compare")
+        checkpoints = self.compared_checkpoints()
         sets = []
         for folder in self.external:
             found = scan_dataset(folder)
