@@ -280,8 +280,6 @@ def dataclass_from_dict(cls: type, raw: dict[str, Any], overrides: list[str] | N
         _apply_override(raw, override)
         try:
             settings = _build(cls, raw, "")
-        except OverrideError:
-            raise
         except ConfigError as error:
             raise OverrideError(f"override {override!r}: {error}") from None
     return settings

@@ -334,8 +334,8 @@ def _weighted_roc_auc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.n
     The area under the trapezoidal ROC curve (what ``roc_auc_score`` computes) is the Mann-Whitney
     statistic: the weighted share of (PNEUMONIA, NORMAL) pairs ranked the right way round, a tie counting
     one half. Summing the weights of each class per distinct score, in score order, gives it for every
-    resample with array operations; one ``roc_auc_score`` call per resample took 4 of the 5 seconds of a
-    1000-resample bootstrap (the tests check both agree, ties included).
+    resample with array operations: 0.1 s for 1000 resamples of 800 images, where one ``roc_auc_score`` call
+    per resample took 4.5 s (the tests check both agree, ties included).
     """
     order = np.argsort(p, kind="stable")
     sorted_p = p[order]

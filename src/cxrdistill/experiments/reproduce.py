@@ -312,7 +312,7 @@ class Study:
         return {"profiles": profiles}
 
     def step_external(self) -> dict:
-        self.run_step("compare")
+        self.run_step("compare")  # trains the runs below unless it has already
         checkpoints = self.compared_checkpoints()
         sets = []
         for folder in self.external:
