@@ -466,7 +466,7 @@ def reproduce(
     external: ExternalOption = None,
     plan: Annotated[list[str] | None, typer.Option(help="Change the plan: KEY=VALUE, e.g. seeds=[0] (repeatable).")
                     ] = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars (each step still prints its name).")] = False,
 ) -> None:
     """The paper's whole study as resumable steps, and a report beside its tables (Markdown and HTML).
 

@@ -216,8 +216,7 @@ class Study:
             if done.get("settings_digest") == digest:
                 self.records.setdefault(step, StepRecord(step, "skipped", done.get("wall_s")))
                 return json.loads(result_path.read_text())
-        if self.progress:
-            print(f"=== step {step}")
+        print(f"=== step {step}", flush=True)  # even without progress bars: a long study says where it is
         started, began = time.perf_counter(), describe_machine()["date"]
         result = plain(getattr(self, f"step_{step}")())
         wall = time.perf_counter() - started
