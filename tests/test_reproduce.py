@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from cxrdistill.experiments.report.paper import paper_rows
+from cxrdistill.experiments.report.study import seeds_pct
 from cxrdistill.experiments.reproduce import STEPS, reproduce
 
 TINY = ["model.name=resnet18", "data.image_size=32", "data.batch_size=8", "data.num_workers=0", "train.epochs=1",
@@ -71,6 +72,13 @@ def test_report_holds_every_table_and_plot_beside_the_papers_figures(study):
     assert page.count('src="data:image/png;base64,') == len(FIGURES)
     assert not re.search(r"(src|href)=\"https?:", page)  # self-contained: no CDN, no external file
     assert page.count("<table>") >= 8
+
+
+def test_seed_intervals_stay_within_a_proportions_bounds():
+    """Three seeds with a wide spread: the t-interval would reach 129.56 %; the table stops at 100."""
+    assert seeds_pct(0.7993, 0.1998, 3) == "79.93 ± 19.98 [30.30, 100.00]"
+    assert seeds_pct(0.10, 0.10, 3).endswith("[0.00, 34.84]")
+    assert seeds_pct(0.90, 0.01, 3) == "90.00 ± 1.00 [87.52, 92.48]"  # inside the bounds: untouched
 
 
 def non_white_share(pixels: np.ndarray) -> float:

@@ -66,11 +66,15 @@ def interval_pct(estimate: dict) -> str:
 
 
 def seeds_pct(mean: float, std: float, n: int) -> str:
-    """Mean ± std over ``n`` seeds with the Student-t 95 % interval of the mean, in percent."""
+    """Mean ± std over ``n`` seeds of a proportion, with the Student-t 95 % interval of the mean in percent.
+
+    With few seeds and a wide spread the t-interval can pass 0 or 100 %; it is cut at the bounds a
+    proportion can take, so that no cell shows an impossible value.
+    """
     if n < 2 or math.isnan(std):
         return pct(mean)
     half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)
-    return f"{pct(mean)} ± {pct(std)} [{pct(mean - half)}, {pct(mean + half)}]"
+    return f"{pct(mean)} ± {pct(std)} [{pct(max(mean - half, 0.0))}, {pct(min(mean + half, 1.0))}]"
 
 
 def at_half(results: list[dict]) -> dict | None:
