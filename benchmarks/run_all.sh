@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-.venv/bin/python}"
-for name in bench_data bench_distill bench_trainer bench_teacher_student bench_ddp bench_deploy bench_service_load; do
+for name in bench_data bench_bootstrap bench_distill bench_trainer bench_teacher_student bench_ddp bench_deploy bench_service_load; do
     echo "== ${name}"
     "${PYTHON}" "benchmarks/${name}.py" "$@"
 done

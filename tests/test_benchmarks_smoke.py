@@ -115,6 +115,14 @@ def test_benchmark_quick(name: str, extra: list[str], tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_bench_bootstrap_quick(tmp_path: Path) -> None:
+    """The vectorised AUC is checked against scikit-learn inside the run, and is faster in every round."""
+    payload = load("bench_bootstrap").main(["--quick", "--results-dir", str(tmp_path)])
+    record = check_result(tmp_path / "bench_bootstrap.json", "bench_bootstrap")
+    assert all(ratio > 1 for ratio in record["ratios"]["vectorised_vs_per_resample"]["per_round"])
+    assert len(payload["seconds"]["vectorised"]) == 2
+
+
 def test_gpu_profile_cpu_smoke(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     load("gpu_profile").main(["--device", "cpu", "--quick", "--amp", "off", "--results-dir", str(tmp_path)])
