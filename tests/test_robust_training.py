@@ -17,6 +17,7 @@ from cxrdistill.distillation.teacher import OnlineTeacher
 from cxrdistill.experiments.run import run_experiment
 from cxrdistill.runtime.checkpoint import load_checkpoint, load_training_state, model_from_checkpoint
 from cxrdistill.training.objectives import BatchMix, SupervisedObjective
+from cxrdistill.training.trainer import make_ema
 
 
 def gradient_image(size: int = 48) -> np.ndarray:
@@ -130,6 +131,27 @@ def test_ema_run_saves_the_average_and_resumes_exactly(synth_root, tmp_path):
     for key, value in averaged.items():
         assert torch.equal(value, resumed_payload["model_state"][key]), key
     assert [row["lr"] for row in straight.state.history] == [row["lr"] for row in resumed.state.history]
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_decay_follows_its_schedule_for_weights_and_batchnorm_statistics(warmup):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    average = make_ema(model, 0.9, warmup=warmup)
+    expected = [p.detach().clone() for p in model.state_dict().values() if p.is_floating_point()]
+    for update in range(30):
+        model(torch.randn(8, 3))  # moves BatchNorm's running statistics
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(torch.randn_like(parameter))
+        average.update_parameters(model)
+        # the first update copies the model; update n (from 1) keeps a share `decay` of the average
+        decay = 0.0 if update == 0 else min(0.9, (1 + update) / (10 + update)) if warmup else 0.9
+        current = [p for p in model.state_dict().values() if p.is_floating_point()]
+        expected = [decay * e + (1 - decay) * c for e, c in zip(expected, current, strict=True)]
+    averaged = [p for p in average.module.state_dict().values() if p.is_floating_point()]
+    for want, got in zip(expected, averaged, strict=True):
+        torch.testing.assert_close(got, want)
+    assert average.module[1].num_batches_tracked == model[1].num_batches_tracked == 30
 
 
 def test_cosine_schedule_decays_to_zero_over_the_run(synth_root, tmp_path):

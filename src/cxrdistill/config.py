@@ -103,6 +103,9 @@ class TrainConfig:
     """Mixup (Zhang et al. 2018): images and targets blended with a Beta(alpha, alpha) weight; 0 turns it off."""
     ema_decay: float | None = None
     """Keep an exponential moving average of the weights (e.g. 0.99 per step) and evaluate and save it."""
+    ema_warmup: bool = False
+    """Ramp the average's decay up as ``min(ema_decay, (1 + n) / (10 + n))`` after ``n`` updates (as timm's EMA
+    warm-up does), so that a run of a few hundred steps is not averaged with its first, untrained weights."""
     keep: Literal["best", "last"] = "best"
     """Which checkpoint a run hands on (to evaluation, distillation, comparisons): lowest-``monitor`` or final."""
     deterministic: bool = False

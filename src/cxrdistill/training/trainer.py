@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import UndefinedMetricWarning
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -131,7 +131,7 @@ class Trainer:
             parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
         self.scheduler = make_scheduler(self.optimizer, config)
-        self.ema = make_ema(self.model, config.ema_decay)
+        self.ema = make_ema(self.model, config.ema_decay, config.ema_warmup)
         self.scaler = torch.amp.GradScaler(precision.device.type, enabled=precision.needs_grad_scaler)
         self.state = TrainState()
         self.interrupted = False
@@ -426,13 +426,38 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> tor
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def make_ema(model: nn.Module, decay: float | None) -> AveragedModel | None:
-    """An exponential moving average of the weights and BatchNorm statistics, updated every step."""
+def make_ema(model: nn.Module, decay: float | None, warmup: bool = False) -> AveragedModel | None:
+    """An exponential moving average of the weights and BatchNorm statistics, updated every step.
+
+    With ``warmup`` the decay after ``n`` updates is ``min(decay, (1 + n) / (10 + n))``: the average starts
+    close to the current weights and reaches ``decay`` after ~``10 / (1 - decay)`` steps.
+    """
     if decay is None:
         return None
     if not 0.0 < decay < 1.0:
         raise ConfigError(f"train.ema_decay must lie strictly between 0 and 1, got {decay}")
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(decay, warmup), use_buffers=True)
+
+
+def ema_multi_avg_fn(decay: float, warmup: bool):
+    """``AveragedModel``'s update: float tensors move towards the model, counters are copied.
+
+    (torch's own EMA update would blend BatchNorm's integer ``num_batches_tracked`` and truncate it.) The
+    warm-up decay is computed from the update count as a tensor, so it costs no device synchronisation.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        if not torch.is_floating_point(averaged[0]):
+            torch._foreach_copy_(averaged, current)
+        elif not warmup:
+            torch._foreach_lerp_(averaged, current, 1 - decay)
+        else:
+            weight = 1 - torch.clamp((1 + updates) / (10 + updates), max=decay)
+            for average, value in zip(averaged, current, strict=True):
+                average.lerp_(value, weight.to(average.dtype))
+
+    return update
 
 
 def _numpy_rng_state() -> torch.Tensor:
