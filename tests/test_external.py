@@ -93,6 +93,15 @@ def test_paired_interval_is_students_t():
     assert single.value == pytest.approx(0.1) and np.isnan(single.low) and np.isnan(single.high)
 
 
+def test_paired_interval_of_proportions_stays_within_their_range():
+    # five seeds of specificity, one collapsed arm: the t-interval would reach below -100 points
+    better, baseline = [0.0] * 5, [0.80, 0.80, 0.81, 0.0, 0.79]
+    unbounded = paired_interval(better, baseline)
+    assert unbounded.low < -1.0
+    bounded = paired_interval(better, baseline, bound=1.0)
+    assert bounded.low == -1.0 and bounded.high == pytest.approx(unbounded.high) and bounded.value == unbounded.value
+
+
 def test_sweep_and_compare_report_external_sets(trained, synth_root, external_sets, tmp_path):
     bare, _ = external_sets
     common = [f"data.root={synth_root}", f"data.cache_dir={tmp_path / 'cache'}", "data.image_size=32",

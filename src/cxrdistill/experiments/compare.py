@@ -55,15 +55,27 @@ def run_rows(checkpoint: Path) -> list[dict]:
             for result in evaluation.results]
 
 
-def paired_interval(a: list[float], b: list[float], confidence: float = 0.95) -> MetricEstimate:
-    """Mean of ``a - b`` over pairs with its Student-t interval; with one pair the interval is undefined (NaN)."""
+def paired_interval(a: list[float], b: list[float], confidence: float = 0.95,
+                    bound: float | None = None) -> MetricEstimate:
+    """Mean of ``a - b`` over pairs with its Student-t interval; with one pair the interval is undefined (NaN).
+
+    ``bound``: the largest size the difference can take (1 for proportions); few seeds with a wide spread
+    give a t-interval past it, which is cut there rather than shown as an impossible value.
+    """
     mean = float(np.mean(np.asarray(a, dtype=float) - np.asarray(b, dtype=float)))
     if len(a) < 2:
         return MetricEstimate(mean, float("nan"), float("nan"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # identical differences: scipy warns, the interval is exact
         interval = stats.ttest_rel(a, b).confidence_interval(confidence)
-    return MetricEstimate(mean, float(interval.low), float(interval.high))
+    low, high = float(interval.low), float(interval.high)
+    if bound is not None:
+        low, high = max(low, -bound), min(high, bound)
+    return MetricEstimate(mean, low, high)
+
+
+UNBOUNDED_METRICS: frozenset[str] = frozenset({"loss"})
+"""Compared metrics that are not proportions (all others lie in [0, 1], so their differences in [-1, 1])."""
 
 
 def evaluation_groups(runs: list[dict]) -> list[tuple[str, str]]:
@@ -92,7 +104,8 @@ def paired_differences(runs: list[dict], better: str, baseline: str) -> list[dic
         seeds = sorted(s for a, s in by_seed if a == better and (baseline, s) in by_seed)
         for metric in COMPARED_METRICS:
             estimate = paired_interval([by_seed[(better, s)][metric] for s in seeds],
-                                       [by_seed[(baseline, s)][metric] for s in seeds])
+                                       [by_seed[(baseline, s)][metric] for s in seeds],
+                                       bound=None if metric in UNBOUNDED_METRICS else 1.0)
             rows.append({**dict(zip(EVALUATION_KEYS, group, strict=True)), "metric": metric,
                          "difference": f"{better} - {baseline}", "mean": estimate.value,
                          "ci95_low": estimate.low, "ci95_high": estimate.high, "pairs": len(seeds)})
