@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -439,7 +439,9 @@ def make_ema(model: nn.Module, decay: float | None, warmup: bool = False) -> Ave
     return AveragedModel(model, multi_avg_fn=ema_multi_avg_fn(decay, warmup), use_buffers=True)
 
 
-def ema_multi_avg_fn(decay: float, warmup: bool):
+def ema_multi_avg_fn(
+    decay: float, warmup: bool
+) -> Callable[[list[torch.Tensor], list[torch.Tensor], torch.Tensor], None]:
     """``AveragedModel``'s update: float tensors move towards the model, counters are copied.
 
     (torch's own EMA update would blend BatchNorm's integer ``num_batches_tracked`` and truncate it.) The

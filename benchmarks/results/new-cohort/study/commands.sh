@@ -49,3 +49,5 @@ cxrdistill compare --teacher runs/study/teacher_aug/best.safetensors --seeds 2 -
   --arm student_kd_consistent=benchmarks/results/new-cohort/study/configs/student_kd_consistent.yaml \
   --arm student_kd_ewarm=benchmarks/results/new-cohort/study/configs/student_kd_ewarm.yaml \
   --difference student_kd_ewarm,student_kd $EXTERNAL $OVERRIDES
+# The per-seed tables of docs/new-cohort.md (they pair runs across the two output folders):
+python benchmarks/results/new-cohort/study/tables.py.txt taug 0,1; python benchmarks/results/new-cohort/study/tables.py.txt ewarm 0,1,2,3
