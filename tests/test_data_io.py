@@ -314,3 +314,59 @@ def test_augmentation_is_mild_and_random() -> None:
     assert not torch.equal(first, second)
     # Mild: most of the picture stays where it was (the centre is never moved off screen).
     assert (first[:, 24:40, 24:40] - plain[:, 24:40, 24:40]).abs().mean() < 0.5
+
+
+# --------------------------------------------------------------------------- one pixel limit
+
+
+def test_importing_the_package_leaves_pillows_global_pixel_limit_alone() -> None:
+    """Pillow's ``Image.MAX_IMAGE_PIXELS`` belongs to the application: importing cxrdistill must not change it."""
+    import subprocess
+
+    script = (
+        "import importlib, pkgutil\n"
+        "from PIL import Image\n"
+        "before = Image.MAX_IMAGE_PIXELS\n"
+        "import cxrdistill, cxrdistill.data, cxrdistill.deployment\n"
+        "for package in (cxrdistill.data, cxrdistill.deployment):\n"
+        "    for module in pkgutil.iter_modules(package.__path__, package.__name__ + '.'):\n"
+        "        try:\n"
+        "            importlib.import_module(module.name)\n"
+        "        except ImportError:\n"
+        "            pass  # an optional extra that is not installed\n"
+        "print(before, Image.MAX_IMAGE_PIXELS)\n"
+    )
+    before, after = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                   check=True).stdout.split()
+    assert after == before
+
+
+@pytest.mark.parametrize("pillow_limit", [None, 10**12])
+def test_oversized_image_is_refused_per_call_whatever_pillows_global(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pillow_limit: int | None
+) -> None:
+    """The project's limit is checked by the reader itself, so an application that lifts Pillow's is still safe."""
+    from image_files import png_claiming
+
+    from cxrdistill.data.io import MAX_IMAGE_PIXELS, ImageTooLargeError
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pillow_limit)
+    side = int(MAX_IMAGE_PIXELS**0.5) + 1
+    path = tmp_path / "large.png"
+    path.write_bytes(png_claiming(side, side))
+    with pytest.raises(ImageTooLargeError, match=f"{MAX_IMAGE_PIXELS:,}"):
+        read_grey(path)
+    assert Image.MAX_IMAGE_PIXELS == pillow_limit
+
+
+def test_the_documents_state_the_enforced_pixel_limit() -> None:
+    """SECURITY.md and the README name the limit the readers enforce, in megapixels."""
+    import re
+
+    from cxrdistill.data.io import MAX_IMAGE_PIXELS
+
+    repository = Path(__file__).resolve().parents[1]
+    for document in ("SECURITY.md", "README.md"):
+        stated = re.findall(r"(\d+) (?:megapixels|million pixels)", (repository / document).read_text())
+        assert stated, f"{document} does not state the pixel limit"
+        assert {int(n) * 1_000_000 for n in stated} == {MAX_IMAGE_PIXELS}, (document, stated)

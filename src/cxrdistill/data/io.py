@@ -8,10 +8,11 @@ warning instead of quietly becoming a black square.
 
 Every reader checks the pixel count against :data:`MAX_IMAGE_PIXELS` from the file's header, before
 decoding: a small PNG or DICOM can claim billions of pixels (a decompression bomb), and a server that
-decodes uploads must refuse those instead of running out of memory. PIL's ``DecompressionBombWarning``
-fires for exactly the images this check then refuses, and its ``DecompressionBombError`` (twice the
-limit) becomes the same :class:`ImageTooLargeError`. The explicit check, not a process-wide warning
-filter, is the guarantee: warning filters are global and not thread-safe.
+decodes uploads must refuse those instead of running out of memory. The check is made by each reader
+on each call, so Pillow's process-wide ``Image.MAX_IMAGE_PIXELS`` is left as the application set it
+(importing cxrdistill changes no global); Pillow's own ``DecompressionBombError``, raised when that
+global limit is lower or far exceeded, becomes the same :class:`ImageTooLargeError`. The explicit
+check, not a warning filter or Pillow's global, is the guarantee: both are process-wide.
 """
 
 from __future__ import annotations
@@ -27,10 +28,8 @@ from cxrdistill.errors import CxrDistillError
 
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".dcm"})
 MAX_IMAGE_PIXELS = 50_000_000
-"""The most pixels any reader accepts: above the largest chest detectors (43 cm at 70 um, 6100 x 6100 = 37 M),
-far below what a small compressed file can expand to. Also PIL's own limit (``Image.MAX_IMAGE_PIXELS``)
-from the moment this module is imported, so that PIL refuses twice that before parsing further."""
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+"""The most pixels any reader (PNG, JPEG, TIFF, BMP, DICOM) accepts, 50 megapixels: above the largest chest
+detectors (43 cm at 70 um, 6100 x 6100 = 37 M), far below what a small compressed file can expand to."""
 
 
 class UnreadableImageError(CxrDistillError, ValueError):
