@@ -9,7 +9,7 @@ with bad and hostile ones: an upload over the server's limit, a truncated JPEG, 
 decompression-bomb PNG and DICOM files (tiny files whose headers claim 30000 x 30000 pixels), an empty
 file, an empty body, a raw non-multipart body, a multipart body whose boundary is over python-multipart's
 length limit, and valid images sent under path-traversal file names carrying a unique marker
-(``../../MARKER``, ``/tmp/MARKER``, ...). Every kind has one expected status; anything else (another
+(``../../MARKER``, ``TEMPDIR/MARKER`` absolute, ...). Every kind has one expected status; anything else (another
 status, a transport error, a timeout) is unexpected.
 
 Reported: requests, requests/s and latency percentiles (p50/p99, overall and per kind) of the timed
@@ -125,7 +125,7 @@ def bomb_png(width: int, height: int) -> bytes:
 
 def traversal_names(marker: str) -> tuple[str, ...]:
     """Upload file names that would write ``marker`` outside any upload folder if a server used them."""
-    return (f"../../{marker}", f"/tmp/{marker}", f"..\\..\\{marker}", f"....//....//{marker}",
+    return (f"../../{marker}", f"{tempfile.gettempdir()}/{marker}", f"..\\..\\{marker}", f"....//....//{marker}",
             f"%2e%2e%2f%2e%2e%2f{marker}", f"./{marker}")
 
 

@@ -2,7 +2,7 @@
 
 Deterministic: the same source folder and Pillow version give the same bytes (check with sha256sum).
 
-    PYTHONPATH=src python scripts/make_sample.py --source /work/shared/data/chest_xray_224
+    PYTHONPATH=src python scripts/make_sample.py --source ../shared/data/chest_xray_224
 """
 
 from __future__ import annotations

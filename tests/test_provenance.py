@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy
@@ -12,7 +13,7 @@ import torch
 import torchvision
 
 import cxrdistill
-from cxrdistill.provenance import SOURCE_ROOT, git_state, provenance
+from cxrdistill.provenance import SOURCE_ROOT, git_state, portable_paths, provenance
 
 
 def git(root: Path, *args: str) -> str:
@@ -51,3 +52,19 @@ def test_git_state_flags_changed_code_but_not_rewritten_results(tmp_path: Path) 
     assert git_state(tmp_path) == clean
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_state(tmp_path) == {**clean, "dirty": True, "changed": ["code.py"]}
+
+
+def test_provenance_writes_paths_any_machine_can_read(tmp_path: Path, monkeypatch) -> None:
+    """A committed record names no machine: the interpreter by name, paths relative to the working folder."""
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    monkeypatch.chdir(checkout)
+    shared = tmp_path / "shared" / "data"
+    record = provenance(["benchmarks/bench_x.py", f"--results-dir={checkout}/benchmarks/results",
+                         f"data.root={shared}", "--out", str(checkout)],
+                        {"root": shared, "runs": [checkout / "runs" / "a"], "home": Path.home() / "x", "n": 3})
+    assert record["command"] == (f"{Path(sys.executable).name} benchmarks/bench_x.py "
+                                 "--results-dir=benchmarks/results data.root=../shared/data --out .")
+    assert record["config"] == {"root": "../shared/data", "runs": ["runs/a"], "home": "~/x", "n": 3}
+    # A sibling whose name starts like the checkout's is not taken for the checkout.
+    assert portable_paths(f"{checkout}-old/x,{checkout}") == "../checkout-old/x,."

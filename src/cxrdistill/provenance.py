@@ -12,9 +12,11 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,15 +37,48 @@ def provenance(command: Sequence[str] | None = None, config: Mapping[str, Any] |
 
     ``command`` defaults to this process's ``sys.argv``; ``config`` is the resolved configuration (for
     an experiment ``ExperimentConfig.to_dict()``, for a benchmark its settings) and is stored as JSON data.
+    Paths in both are written as :func:`portable_paths` gives them, so a committed record names no machine.
     """
+    words = [Path(sys.executable).name, *(sys.argv if command is None else command)]
     return {
-        "command": shlex.join([sys.executable, *(sys.argv if command is None else command)]),
-        "config": json.loads(json.dumps(config, default=str)) if config is not None else None,
+        "command": portable_paths(shlex.join(words)),
+        "config": _portable(json.loads(json.dumps(config, default=str))) if config is not None else None,
         "git": git_state(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": describe_machine(),
         "versions": package_versions(),
     }
+
+
+def portable_paths(text: str) -> str:
+    """``text`` with this machine's absolute places written as any reader can follow them.
+
+    Under the working directory a path becomes relative to it (``benchmarks/results``), beside it relative
+    to its parent (``../shared/data``, data kept next to the checkout); the temp folder is written
+    ``$TMPDIR`` and the home folder ``~``. Results are committed and read on other machines, where the
+    absolute path of the one that made them means nothing.
+    """
+    cwd = Path.cwd()
+    # Later keys win where two places coincide (a checkout in the home folder): the nearest name is kept.
+    places = {str(Path.home()): "~", tempfile.gettempdir(): "$TMPDIR", str(cwd.parent): "..", str(cwd): "."}
+    for prefix, name in sorted(places.items(), key=lambda item: -len(item[0])):
+        if Path(prefix) == Path(prefix).parent:  # the file system's root: every path would match
+            continue
+        start = rf"(?<![\w.~$/-]){re.escape(prefix.rstrip('/'))}"
+        text = re.sub(start + r"/", "" if name == "." else name + "/", text)
+        text = re.sub(start + r"(?![\w.-])", name, text)
+    return text
+
+
+def _portable(value: Any) -> Any:
+    """:func:`portable_paths` over every string of JSON data."""
+    if isinstance(value, str):
+        return portable_paths(value)
+    if isinstance(value, list):
+        return [_portable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _portable(item) for key, item in value.items()}
+    return value
 
 
 RESULT_PATHS = ("benchmarks/results",)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The five-seed new-cohort study of issue 8, as it was run (2026-11-29, 2-core CPU shared with other jobs).
+# The five-seed new-cohort study, as it was run (2026-11-29, 2-core CPU shared with other jobs).
 # Runs land in runs/study/seed{N}/{arm}; finished runs are reused, so the two reports at the end only evaluate.
 set -euo pipefail
 OVERRIDES="data.root=../shared/data/chest_xray_224 data.max_per_class=400 train.threads=1"
@@ -20,7 +20,7 @@ cxrdistill compare --teacher $T --seeds 2 --out runs/study --report compare-cons
 python benchmarks/bench_user_script.py --data ../shared/data/chest_xray_224 --external ../shared/data/kermany_test_half_a \
   --recipe configs/cpu/robust/student.yaml --seeds 1 --threads 1 data.max_per_class=400
 
-# --- Later session (2026-11-29, 22:14-), the same folder and overrides ---
+# --- Later runs (2026-11-29, 22:14-), the same folder and overrides ---
 # The old runs were converted once: for d in runs/study/teacher runs/study/seed*/*; do
 #   cxrdistill convert-checkpoint $d/last.pt $d/best.pt; done
 # The consistent arm to five seeds (seed 4 trained directly in a second lane with the settings compare gives it),
@@ -50,4 +50,5 @@ cxrdistill compare --teacher runs/study/teacher_aug/best.safetensors --seeds 2 -
   --arm student_kd_ewarm=benchmarks/results/new-cohort/study/configs/student_kd_ewarm.yaml \
   --difference student_kd_ewarm,student_kd $EXTERNAL $OVERRIDES
 # The per-seed tables of docs/new-cohort.md (they pair runs across the two output folders):
-python benchmarks/results/new-cohort/study/tables.py.txt taug 0,1; python benchmarks/results/new-cohort/study/tables.py.txt ewarm 0,1,2,3
+PYTHONPATH=src python benchmarks/new_cohort_tables.py taug --seeds 0,1
+PYTHONPATH=src python benchmarks/new_cohort_tables.py ewarm --seeds 0,1,2,3

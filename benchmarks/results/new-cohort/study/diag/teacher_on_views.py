@@ -1,4 +1,4 @@
-"""Issue-8 diagnostic: the study teacher's P(PNEUMONIA) on the training images as it saw them in training
+"""New-cohort diagnostic: the study teacher's P(PNEUMONIA) on the training images as it saw them in training
 (configs/cpu/teacher.yaml's augmentation) and as the robust students see them (intensity augmentation and
 resized crops): what consistent distillation hands the student as soft targets.
 
