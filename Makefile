@@ -12,7 +12,7 @@ BIN310 := $(VENV310)/bin
 define make-venv
 	$(1) -m venv $(2)
 	$(2)/bin/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(2)/bin/python -m pip install --quiet -e ".[dev,deploy,serve]"
+	$(2)/bin/python -m pip install --quiet -e ".[dev,deploy,serve,docs]"
 	touch $(2)/bin/.installed
 endef
 
@@ -22,7 +22,7 @@ $(BIN)/.installed: pyproject.toml
 $(BIN310)/.installed: pyproject.toml
 	$(call make-venv,$(PYTHON310),$(VENV310))
 
-.PHONY: install demo test test-py310 lint bench clean
+.PHONY: install demo test test-py310 docs lint bench clean
 install: $(BIN)/.installed
 
 demo: $(BIN)/.installed  ## the main job, offline: bundled real X-rays, teacher, student, distilled student
@@ -35,8 +35,11 @@ test: $(BIN)/.installed  ## lint, then the whole test suite
 test-py310: $(BIN310)/.installed  ## the whole test suite on Python 3.10 (lint is the same as in `make test`)
 	$(BIN310)/python -m pytest -q
 
+docs: $(BIN)/.installed  ## the documentation site from docs/ into site/; strict: a broken link or a page missing from the nav fails
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 bench: $(BIN)/.installed  ## every benchmark under benchmarks/ (minutes each)
 	bash benchmarks/run_all.sh
 
 clean:
-	rm -rf runs outputs .cache .pytest_cache
+	rm -rf runs outputs .cache .pytest_cache site
