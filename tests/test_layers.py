@@ -22,6 +22,7 @@ FLOORS: list[set[str]] = [
     {"distillation"},
     {"deployment"},
     {"experiments"},
+    {"paper"},  # the study beside the library: the paper's tables, the reproduction and its report
     {"cli", "__main__"},
 ]
 """Lowest first."""

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxrdistill.experiments.report.paper import paper_rows
-from cxrdistill.experiments.report.study import seeds_pct
-from cxrdistill.experiments.reproduce import STEPS, reproduce
+from cxrdistill.models import model_spec
+from cxrdistill.paper.report.study import seeds_pct
+from cxrdistill.paper.reproduce import STEPS, reproduce
+from cxrdistill.paper.tables import beside_table_1, paper_rows, paper_temperatures
 
 TINY = ["model.name=resnet18", "data.image_size=32", "data.batch_size=8", "data.num_workers=0", "train.epochs=1",
         "train.threads=1", "evaluation.n_bootstrap=20"]
@@ -106,7 +107,7 @@ def test_html_report_renders_tables_and_plots_in_chromium(study, tmp_path):
 
 def test_plans_are_validated_with_clear_errors(tmp_path):
     from cxrdistill.config import ConfigError
-    from cxrdistill.experiments.reproduce import load_plan
+    from cxrdistill.paper.reproduce import load_plan
 
     for name in ("demo", "cpu", "paper"):
         plan = load_plan(name)
@@ -117,3 +118,12 @@ def test_plans_are_validated_with_clear_errors(tmp_path):
         load_plan("demo", ["steps=[audit, tabel6]"])
     with pytest.raises(ConfigError, match="unknown key 'seed'"):
         load_plan("demo", ["seed=[0]"])
+
+
+def test_the_papers_tables_sit_beside_the_library_not_in_it():
+    """Table I reaches ``cxrdistill models`` through the study's tables; the sweep's default is Table II's T."""
+    assert paper_temperatures() == tuple(float(t) for t in paper_rows("table_2")) == (1, 10, 20, 30, 40, 50)
+    alexnet = beside_table_1({"name": "alexnet", "params_m": 57.0})
+    assert alexnet["paper_params_m"] == 64.90 and alexnet["paper_depth"] == 8 and alexnet["params_m"] == 57.0
+    assert beside_table_1({"name": "mobilenet_v3_small"})["paper_computation_m"] is None
+    assert not hasattr(model_spec("alexnet"), "paper")

@@ -13,9 +13,9 @@ from cxrdistill.runtime.checkpoint import load_checkpoint, model_from_checkpoint
 
 def test_mobilenet_is_registered_small_and_takes_grey_replicated_input():
     spec = model_spec("mobilenet_v3_small")
-    assert spec.weights_enum == "MobileNet_V3_Small_Weights" and spec.paper is None
+    assert spec.weights_enum == "MobileNet_V3_Small_Weights"
     summary = summarize(ModelConfig(name="mobilenet_v3_small"), 96)
-    assert summary.params_m < 2 and summary.paper_params_m is None
+    assert summary.params_m < 2
     assert summarize(ModelConfig(name="alexnet"), 96).params_m > 25 * summary.params_m
     model = create_model(ModelConfig(name="mobilenet_v3_small", dropout=0.3), image_size=32)
     assert model.classifier[3].out_features == 2 and model.classifier[2].p == 0.3

@@ -137,8 +137,9 @@ def models(
     from cxrdistill.config import ModelConfig
     from cxrdistill.models import MODELS
     from cxrdistill.models.summary import summarize
+    from cxrdistill.paper import beside_table_1
 
-    summaries = [summarize(ModelConfig(name=name), size).as_dict() for name in MODELS.names()]
+    summaries = [beside_table_1(summarize(ModelConfig(name=name), size).as_dict()) for name in MODELS.names()]
     if as_json:
         print(json.dumps(summaries, indent=1))
         return
@@ -392,7 +393,8 @@ def sweep_temperature(
     teacher: Annotated[Path, typer.Option(help="Teacher checkpoint shared by every student.")],
     config: ConfigOption = None,
     overrides: Overrides = None,
-    temperatures: Annotated[str, typer.Option(help="Comma-separated temperatures.")] = "1,10,20,30,40,50",
+    temperatures: Annotated[str | None, typer.Option(
+        help="Comma-separated temperatures (default: the paper's Table II, 1,10,20,30,40,50).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for the runs, sweep.csv/.md and sweep.png.")] = Path(
         "runs/sweep-temperature"),
     external: ExternalOption = None,
@@ -400,9 +402,11 @@ def sweep_temperature(
 ) -> None:
     """One distilled student per temperature (the paper's Table II), reusing one cached teacher."""
     from cxrdistill.experiments.sweep import sweep_temperature as run_sweep
+    from cxrdistill.paper import paper_temperatures
 
     experiment = with_external(load_config(config, overrides), external)
-    rows = run_sweep(experiment, teacher, out, _floats(temperatures), progress=not quiet)
+    chosen = _floats(temperatures) if temperatures is not None else paper_temperatures()
+    rows = run_sweep(experiment, teacher, out, chosen, progress=not quiet)
     print_rows(rows, f"Distilled student by temperature (results in {out})")
 
 
@@ -472,7 +476,7 @@ def reproduce(
 
     Re-running the same command skips finished steps and continues interrupted training runs.
     """
-    from cxrdistill.experiments.reproduce import reproduce as run_reproduce
+    from cxrdistill.paper.reproduce import reproduce as run_reproduce
 
     result = run_reproduce(preset_name, data, out, external, overrides, plan, progress=not quiet)
     print_rows([{"step": r.step, "status": r.status, "wall s": r.wall_s if r.wall_s is not None else "-"}

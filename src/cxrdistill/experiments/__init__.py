@@ -1,2 +1,3 @@
-"""Whole experiments, the top floor under the CLI: one run, comparisons, sweeps, the demo and the reproduction
-with its report. Everything below (training, distillation, evaluation) knows nothing of them."""
+"""Whole experiments, the library's top floor: one run, comparisons, sweeps and the demo.
+Everything below (training, distillation, evaluation) knows nothing of them; the paper's study
+(``cxrdistill.paper``) is built on them."""

@@ -1,4 +1,4 @@
-"""``cxrdistill sweep-temperature``: one distilled student per temperature, as in the paper's Table II.
+"""``cxrdistill sweep-temperature``: one distilled student per temperature.
 
 All students share one teacher and, in cached mode, one file of teacher logits (computed by the first
 run, reused by the rest). Each student is scored, with 95 % patient-bootstrap intervals, on the
@@ -18,7 +18,6 @@ from cxrdistill.evaluation.tables import write_table
 from cxrdistill.experiments.run import data_root, join_process_group, train_or_resume
 from cxrdistill.runtime import distributed
 
-PAPER_TEMPERATURES: tuple[float, ...] = (1, 10, 20, 30, 40, 50)
 PLOTTED_METRICS: tuple[str, ...] = ("accuracy", "specificity", "sensitivity", "loss")
 
 
@@ -26,7 +25,7 @@ def sweep_temperature(
     config: ExperimentConfig,
     teacher: str | Path,
     out: str | Path,
-    temperatures: tuple[float, ...] = PAPER_TEMPERATURES,
+    temperatures: tuple[float, ...],
     progress: bool = True,
 ) -> list[dict]:
     """Train one student per temperature; write ``sweep.csv``, ``sweep.md`` and ``sweep.png`` to ``out``.

@@ -21,16 +21,6 @@ from cxrdistill.registry import Registry
 
 
 @dataclass(frozen=True)
-class PaperFigures:
-    """What the source paper's Table I prints, kept to show beside what we measure."""
-
-    top1_error: float
-    depth: int
-    params_m: float
-    computation_m: float
-
-
-@dataclass(frozen=True)
 class ModelBuild:
     """How one network was built, beyond its weights: enough to rebuild it for its checkpoint's weights."""
 
@@ -57,8 +47,6 @@ class ModelSpec:
     """Parameter-name prefixes of the classification head(s)."""
     weights_enum: str
     """Name of the torchvision weights enum, e.g. ``AlexNet_Weights``."""
-    paper: PaperFigures | None
-    """The paper's Table I row; ``None`` for architectures the paper does not list (the slim students)."""
     min_input_size: int = 63
     imagenet_input_transform: bool = False
     """torchvision's ImageNet weights for it expect their own input scaling, switched on with pretrained inits."""

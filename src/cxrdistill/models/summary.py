@@ -1,4 +1,4 @@
-"""Size and cost of a model: parameters, depth, FLOPs — measured, shown beside the paper's Table I.
+"""Size and cost of a model: parameters, depth, FLOPs, measured (``cxrdistill models`` puts the paper's Table I beside).
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode``, which counts 2 FLOPs per multiply-add.
 The paper's "computation" column matches multiply-accumulates (MACs), so both are reported.
@@ -29,10 +29,6 @@ class ModelSummary:
     weight_layers: int
     gflops: float
     gmacs: float
-    paper_params_m: float | None
-    paper_depth: int | None
-    paper_computation_m: float | None
-    """``None`` for architectures the paper's Table I does not list."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -66,7 +62,4 @@ def summarize(config: ModelConfig, input_size: int | None = None) -> ModelSummar
         weight_layers=weight_layers(model),
         gflops=flops / 1e9,
         gmacs=flops / 2e9,
-        paper_params_m=spec.paper.params_m if spec.paper else None,
-        paper_depth=spec.paper.depth if spec.paper else None,
-        paper_computation_m=spec.paper.computation_m if spec.paper else None,
     )

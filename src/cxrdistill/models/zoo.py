@@ -7,7 +7,7 @@ from functools import partial
 from torch import nn
 from torchvision import models as tv
 
-from cxrdistill.models.registry import ModelBuild, ModelSpec, PaperFigures, register_model
+from cxrdistill.models.registry import ModelBuild, ModelSpec, register_model
 
 INCEPTION_AUX_MIN_SIZE = 299
 """The auxiliary head pools a 17x17 map with a 5x5 window after a stride-3 pool: it only fits inputs
@@ -56,18 +56,13 @@ def _inception_v3(build: ModelBuild) -> nn.Module:
     )
 
 
-register_model(ModelSpec("alexnet", _alexnet, 224, ("classifier.6",), "AlexNet_Weights",
-                         PaperFigures(38.23, 8, 64.90, 750)))
-register_model(ModelSpec("vgg16", _vgg16, 224, ("classifier.6",), "VGG16_Weights",
-                         PaperFigures(25.73, 24, 144.06, 15938), min_input_size=32))
-register_model(ModelSpec("resnet18", _resnet18, 224, ("fc",), "ResNet18_Weights",
-                         PaperFigures(29.04, 19, 14.79, 1875), min_input_size=32))
-register_model(ModelSpec("resnet34", _resnet34, 224, ("fc",), "ResNet34_Weights",
-                         PaperFigures(22.43, 35, 25.21, 3750), min_input_size=32))
+register_model(ModelSpec("alexnet", _alexnet, 224, ("classifier.6",), "AlexNet_Weights"))
+register_model(ModelSpec("vgg16", _vgg16, 224, ("classifier.6",), "VGG16_Weights", min_input_size=32))
+register_model(ModelSpec("resnet18", _resnet18, 224, ("fc",), "ResNet18_Weights", min_input_size=32))
+register_model(ModelSpec("resnet34", _resnet34, 224, ("fc",), "ResNet34_Weights", min_input_size=32))
 register_model(ModelSpec("inception_v3", _inception_v3, 299, ("fc", "AuxLogits"), "Inception_V3_Weights",
-                         PaperFigures(19.55, 166, 24.79, 5208), min_input_size=75,
-                         imagenet_input_transform=True, aux_head_min_size=INCEPTION_AUX_MIN_SIZE))
+                         min_input_size=75, imagenet_input_transform=True, aux_head_min_size=INCEPTION_AUX_MIN_SIZE))
 # Slim students for weak hardware (not in the paper): MobileNetV3-Small has 1.5 M parameters, AlexNet 57 M.
 # ResNet18 (above, in the paper's table) is the other slim candidate: 11 M parameters.
 register_model(ModelSpec("mobilenet_v3_small", _mobilenet_v3_small, 224, ("classifier.3",),
-                         "MobileNet_V3_Small_Weights", None, min_input_size=32))
+                         "MobileNet_V3_Small_Weights", min_input_size=32))

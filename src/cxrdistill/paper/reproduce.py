@@ -5,7 +5,7 @@ experiment presets. Each step writes its result to ``OUT/results/{step}.json`` a
 ``OUT/steps/{step}.json`` holding a hash of everything it depends on (plan section, experiment
 settings, data folders) and its wall time. Re-running skips a step whose marker matches; a step that
 was interrupted continues its training runs from their checkpoints (``train_or_resume``). The report
-(``OUT/report/REPORT.md`` and ``REPORT.html``, see :mod:`cxrdistill.experiments.report.study`) is rebuilt at the end
+(``OUT/report/REPORT.md`` and ``REPORT.html``, see :mod:`cxrdistill.paper.report.study`) is rebuilt at the end
 of every invocation from whatever steps have finished.
 
 Steps, with the paper's table each one answers:
@@ -48,6 +48,7 @@ from cxrdistill.evaluation.evaluate import (
 from cxrdistill.evaluation.metrics import MetricEstimate
 from cxrdistill.experiments.run import handed_on_checkpoint, train_or_resume
 from cxrdistill.files import atomic_write_json, text_digest
+from cxrdistill.paper.tables import paper_temperatures
 from cxrdistill.provenance import describe_machine, git_state, package_versions
 
 STEPS: tuple[str, ...] = ("audit", "models", "zoo", "compare", "teacher", "student", "sweep", "profile", "external")
@@ -83,7 +84,7 @@ class ReproducePlan:
     description: str = ""
     steps: list[str] = field(default_factory=lambda: list(STEPS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    temperatures: list[float] = field(default_factory=lambda: [1.0, 10.0, 20.0, 30.0, 40.0, 50.0])
+    temperatures: list[float] = field(default_factory=lambda: list(paper_temperatures()))
     teacher: str = "cpu/teacher"
     student: str = "cpu/student"
     student_kd: str = "cpu/student_kd"
@@ -331,7 +332,7 @@ class Study:
 
     # -- the whole study ------------------------------------------------------------------------------
     def run(self) -> ReproduceResult:
-        from cxrdistill.experiments.report.study import write_report
+        from cxrdistill.paper.report.study import write_report
 
         environment = {"machine": describe_machine(), "versions": package_versions(), "git": git_state(),
                        "plan": dataclasses.asdict(self.plan), "data": str(self.root),

@@ -1,7 +1,7 @@
 """The reproduction report: each of the paper's tables with our value beside the paper's, and what differs.
 
 Reads only what ``cxrdistill reproduce`` left in its folder (``results/*.json``, ``steps/*.json``, the
-runs' ``config.yaml`` and ``metrics.jsonl``) and the paper's figures from ``data/paper_tables.yaml``,
+runs' ``config.yaml`` and ``metrics.jsonl``) and the paper's figures from ``paper/tables.yaml``,
 so it can be rebuilt at any time from whatever steps have finished. Writes ``report/REPORT.md`` (figures
 beside it in ``report/figures/``) and ``report/REPORT.html`` (one page, figures inlined).
 """
@@ -18,7 +18,9 @@ import yaml
 from scipy import stats
 
 from cxrdistill.config import ModelConfig, preset
-from cxrdistill.experiments.report.document import (
+from cxrdistill.files import atomic_write_text
+from cxrdistill.models import input_size
+from cxrdistill.paper.report.document import (
     Bullets,
     Code,
     Document,
@@ -29,15 +31,13 @@ from cxrdistill.experiments.report.document import (
     render_html,
     render_markdown,
 )
-from cxrdistill.experiments.report.figures import (
+from cxrdistill.paper.report.figures import (
     plot_accuracy_against_cost,
     plot_against_temperature,
     plot_roc_curves,
     plot_training_curves,
 )
-from cxrdistill.experiments.report.paper import paper_rows
-from cxrdistill.files import atomic_write_text
-from cxrdistill.models import input_size
+from cxrdistill.paper.tables import paper_rows
 
 ROLE_NAMES = {"teacher": "teacher", "student": "plain student", "student_kd": "distilled student"}
 MAIN_METRICS = ("accuracy", "specificity", "sensitivity")
@@ -143,7 +143,7 @@ class StudyReport:
             ]]
         doc.add(Heading("Differences from the paper"), Paragraph(
             "Generated from the numbers below and the configs; the paper's figures come from "
-            "src/cxrdistill/data/paper_tables.yaml."), Bullets(self.differences or ["No step has finished yet."]))
+            "src/cxrdistill/paper/tables.yaml."), Bullets(self.differences or ["No step has finished yet."]))
         for blocks in sections:
             doc.add(*blocks)
         doc.add(*self.configs(), *self.environment_section())
