@@ -19,11 +19,11 @@ $CLI compare --quiet --seeds 3 --out "$OUT" --report kd-compare "${COMMON[@]}"
 cp "$OUT"/kd-compare.* "$OUT"/kd-compare-difference.* "$RESULTS"/
 
 $CLI compare --quiet --seeds 3 --out "$OUT" --report srm-ablation --no-teacher \
-  --arm student=configs/cpu/student.yaml --arm student_srm=configs/cpu/student_srm.yaml \
+  --arm student=cpu/student --arm student_srm=cpu/student_srm \
   --difference student_srm,student "${COMMON[@]}"
 cp "$OUT"/srm-ablation.* "$OUT"/srm-ablation-difference.* "$RESULTS"/
 
-$CLI sweep-temperature --quiet --teacher "$OUT/seed0/teacher/best.safetensors" -c configs/cpu/student_kd.yaml \
+$CLI sweep-temperature --quiet --teacher "$OUT/seed0/teacher/best.safetensors" -c cpu/student_kd \
   --out "$OUT/sweep" "${COMMON[@]}"
 cp "$OUT"/sweep/sweep.{csv,md,png} "$RESULTS"/
 echo "results in $RESULTS/"

@@ -144,7 +144,7 @@ def test_bench_user_script_quick(synth_root: Path, tmp_path: Path) -> None:
     load("bench_user_script").main([
         "--quick", "--threads", "1", "--results-dir", str(tmp_path), "--data", str(synth_root),
         "--external", str(synth_root / "test"), "--size", "64",
-        "--recipe", str(BENCHMARKS.parent / "configs" / "cpu" / "robust" / "student.yaml"),
+        "--recipe", "cpu/robust/student",
         f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=0", "data.image_size=64",
     ])
     record = json.loads((tmp_path / "bench_user_script.json").read_text())

@@ -34,6 +34,8 @@ def test_bad_config_key_and_missing_checkpoint(tmp_path):
     config.write_text(yaml.safe_dump({"train": {"learning_rate": 0.1}}))
     result = runner.invoke(app, ["train", "--config", str(config)])
     assert result.exit_code == 2 and "learning_rate" in result.output and "bad.yaml" in result.output
+    result = runner.invoke(app, ["train", "-c", "cpu/nothing"])
+    assert result.exit_code == 2 and "neither a file nor a preset" in result.output and "cpu/teacher" in result.output
     result = runner.invoke(app, ["evaluate", str(tmp_path / "none.pt"), "--data", str(tmp_path)])
     assert result.exit_code == 2 and "does not exist" in result.output
 

@@ -68,7 +68,7 @@ def test_errors_name_the_override_or_the_file_they_come_from(tmp_path):
 
 
 def test_missing_file_and_invalid_yaml(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="nope.yaml. is neither a file nor a preset"):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, "train: [unclosed\n"))
@@ -94,3 +94,37 @@ def test_presets_load():
     assert preset("paper/teacher").train.lr == 5e-3 and preset("paper/student").train.lr == 2e-4
     with pytest.raises(ConfigError, match="known: .*cpu/student"):
         preset("cpu/nothing")
+
+
+def test_every_packaged_preset_loads_by_name():
+    """A YAML file dropped anywhere under the package's configs/ is a preset, listed and loadable by name."""
+    from cxrdistill.config import preset_names
+    from cxrdistill.config.presets import PLAN_FOLDER, preset_root
+    from cxrdistill.experiments.reproduce import load_plan
+
+    folder = Path(str(preset_root()))
+    on_disk = {str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml")}
+    names, plans = preset_names(), preset_names(PLAN_FOLDER)
+    assert set(names) | {f"{PLAN_FOLDER}/{p}" for p in plans} == on_disk and "demo/student" in names
+    for name in names:
+        assert isinstance(load_config(name), ExperimentConfig)
+    assert [load_plan(plan).name for plan in plans] == plans
+
+
+def test_an_existing_file_wins_over_a_preset_of_the_same_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "teacher.yaml").write_text("name: mine\n")
+    assert load_config("cpu/teacher.yaml").name == "mine"  # the file
+    assert load_config("cpu/teacher").name == preset("cpu/teacher").name != "mine"  # no such file: the preset
+    (tmp_path / "cpu" / "teacher").write_text("name: also-mine\n")
+    assert load_config("cpu/teacher").name == "also-mine"
+
+
+def test_an_unknown_config_names_the_presets_and_the_one_an_old_path_meant(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"'configs/cpu/teacher.yaml' is neither a file nor a preset "
+                                          r"\(did you mean the preset 'cpu/teacher'\?\); presets: .*cpu/student"):
+        load_config("configs/cpu/teacher.yaml")
+    with pytest.raises(ConfigError, match="'mine.yaml' is neither a file nor a preset; presets: "):
+        load_config("mine.yaml")

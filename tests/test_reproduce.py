@@ -112,7 +112,7 @@ def test_plans_are_validated_with_clear_errors(tmp_path):
     for name in ("demo", "cpu", "paper"):
         plan = load_plan(name)
         assert plan.name == name and set(plan.steps) == set(STEPS) and plan.zoo.models
-    with pytest.raises(ConfigError, match="no reproduce preset 'nope'; known: cpu, demo, paper"):
+    with pytest.raises(ConfigError, match="'nope' is neither a file nor a reproduce preset; presets: cpu, demo, paper"):
         load_plan("nope")
     with pytest.raises(ConfigError, match="unknown step 'tabel6'"):
         load_plan("demo", ["steps=[audit, tabel6]"])

@@ -23,7 +23,8 @@ app.add_typer(data_app, name="data")
 console = Console(width=None if sys.stdout.isatty() else 160)
 errors = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="Experiment YAML file.")]
+ConfigOption = Annotated[str | None, typer.Option(
+    "--config", "-c", help="Preset name (cpu/teacher, demo/student, ...) or a YAML file of your own.")]
 Overrides = Annotated[list[str] | None, typer.Argument(help="Overrides such as train.epochs=3 data.root=DIR.")]
 ExternalOption = Annotated[list[Path] | None, typer.Option(
     "--external", help="External labelled folder to evaluate every run on (repeatable); sets data.external.")]
@@ -415,8 +416,10 @@ def sweep_temperature(
 def compare(
     overrides: Overrides = None,
     arm: Annotated[list[str] | None, typer.Option(
-        help="NAME=CONFIG, repeatable. Default: student=cpu/student and student_kd=cpu/student_kd presets.")] = None,
-    teacher_config: Annotated[Path | None, typer.Option(help="Teacher config (default: cpu/teacher).")] = None,
+        help="NAME=CONFIG (a preset name or a YAML file), repeatable. Default: student=cpu/student "
+             "and student_kd=cpu/student_kd.")] = None,
+    teacher_config: Annotated[str | None, typer.Option(
+        help="Teacher config: a preset name or a YAML file (default: cpu/teacher).")] = None,
     teacher: Annotated[Path | None, typer.Option(help="Use this trained teacher instead of training one.")] = None,
     no_teacher: Annotated[bool, typer.Option(help="Compare the arms only (no teacher arm).")] = False,
     seeds: Annotated[int, typer.Option(help="Seeds per arm.")] = 3,
@@ -438,7 +441,7 @@ def compare(
             name, _, path = item.partition("=")
             if not path:
                 raise typer.BadParameter(f"--arm expects NAME=CONFIG, got {item!r}")
-            arms[name] = load_config(Path(path), extra)
+            arms[name] = load_config(path, extra)
     else:
         arms = {"student": preset("cpu/student", extra), "student_kd": preset("cpu/student_kd", extra)}
     teacher_cfg = None
@@ -464,8 +467,8 @@ def reproduce(
     overrides: Overrides = None,
     data: Annotated[Path | None, typer.Option(help="Kermany root; default: the bundled sample of real X-rays.")
                     ] = None,
-    preset_name: Annotated[str, typer.Option("--preset", help="demo, cpu or paper (configs/reproduce/), or a plan "
-                                                              "file.")] = "cpu",
+    preset_name: Annotated[str, typer.Option("--preset", help="A plan: demo, cpu or paper (the presets "
+                                                              "reproduce/NAME), or a plan file.")] = "cpu",
     out: Annotated[Path | None, typer.Option(help="Study folder (default: runs/reproduce-PRESET).")] = None,
     external: ExternalOption = None,
     plan: Annotated[list[str] | None, typer.Option(help="Change the plan: KEY=VALUE, e.g. seeds=[0] (repeatable).")

@@ -2,7 +2,7 @@
 
 Without ``--data`` it unpacks the small sample of real Kermany films bundled with the package
 (:mod:`cxrdistill.data.sample`: a few hundred 96-px grey images, split by patient into train and
-test) and trains the ``configs/demo/`` presets on it: about 7 CPU-minutes, and well above chance. With
+test) and trains the ``demo/`` presets on it: about 7 CPU-minutes, and well above chance. With
 ``--data`` the same steps run on the user's data; ``synthetic=True`` keeps the old offline path on a
 SYNTHETIC set (no real X-rays), which the tests use.
 """

@@ -1,6 +1,6 @@
 """``cxrdistill reproduce``: the paper's whole study in one command, as resumable steps, with a report.
 
-A plan (``configs/reproduce/{demo,cpu,paper}.yaml``) names the steps, seeds, temperatures and the
+A plan (the presets ``reproduce/{demo,cpu,paper}``) names the steps, seeds, temperatures and the
 experiment presets. Each step writes its result to ``OUT/results/{step}.json`` and a marker
 ``OUT/steps/{step}.json`` holding a hash of everything it depends on (plan section, experiment
 settings, data folders) and its wall time. Re-running skips a step whose marker matches; a step that
@@ -30,14 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxrdistill.config import (
-    PRESET_DIR,
-    ConfigError,
-    ExperimentConfig,
-    ModelConfig,
-    load_dataclass,
-    preset,
-)
+from cxrdistill.config import ConfigError, ExperimentConfig, ModelConfig, load_config, load_named
+from cxrdistill.config.presets import PLAN_FOLDER
 from cxrdistill.data.layout import scan_dataset
 from cxrdistill.data.sample import extract_sample
 from cxrdistill.errors import InvalidArgumentError
@@ -88,7 +82,7 @@ class ReproducePlan:
     teacher: str = "cpu/teacher"
     student: str = "cpu/student"
     student_kd: str = "cpu/student_kd"
-    """Experiment presets (``configs/NAME.yaml``) of the three roles."""
+    """Experiment configs of the three roles: preset names or YAML files (see :mod:`cxrdistill.config.presets`)."""
     overrides: list[str] = field(default_factory=list)
     """Applied to every experiment of the plan (e.g. ``data.max_per_class=600``)."""
     zoo: ZooPlan = field(default_factory=ZooPlan)
@@ -96,19 +90,16 @@ class ReproducePlan:
 
 
 def load_plan(name: str | Path, overrides: list[str] | None = None) -> ReproducePlan:
-    """A plan by preset name (``demo``, ``cpu``, ``paper``: ``configs/reproduce/NAME.yaml``) or by file path."""
-    path = Path(name)
-    if not path.suffix:
-        path = PRESET_DIR / "reproduce" / f"{name}.yaml"
-        if not path.is_file():
-            known = sorted(p.stem for p in (PRESET_DIR / "reproduce").glob("*.yaml"))
-            raise ConfigError(f"no reproduce preset {str(name)!r}; known: {', '.join(known)}")
-    plan = load_dataclass(ReproducePlan, path, overrides)
+    """A plan by preset name (``demo``, ``cpu``, ``paper``: the package's ``configs/reproduce/``) or a file.
+
+    The rule of :func:`~cxrdistill.config.find_config`: an existing file is that file, anything else a name.
+    """
+    plan = load_named(ReproducePlan, name, overrides, PLAN_FOLDER)
     unknown = sorted(set(plan.steps) - set(STEPS))
     if unknown:
-        raise ConfigError(f"{path}: unknown step {unknown[0]!r}; steps are {', '.join(STEPS)}")
+        raise ConfigError(f"plan {name}: unknown step {unknown[0]!r}; steps are {', '.join(STEPS)}")
     if not plan.seeds:
-        raise ConfigError(f"{path}: seeds must name at least one seed")
+        raise ConfigError(f"plan {name}: seeds must name at least one seed")
     return plan
 
 
@@ -166,7 +157,7 @@ class Study:
     def experiment(self, preset_name: str, name: str, seed: int, output_dir: Path,
                    extra: list[str] = ()) -> ExperimentConfig:
         """A preset with the plan's, the step's and the user's overrides (in that order), placed in the study."""
-        config = preset(preset_name, [*self.plan.overrides, *extra, *self.user_overrides])
+        config = load_config(preset_name, [*self.plan.overrides, *extra, *self.user_overrides])
         config.output_dir, config.name = str(output_dir), name
         config.train.seed, config.data.root = seed, str(self.root)
         config.data.external = [str(folder) for folder in self.external]

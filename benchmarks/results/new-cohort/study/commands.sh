@@ -6,19 +6,19 @@ OVERRIDES="data.root=../shared/data/chest_xray_224 data.max_per_class=400 train.
 EXTERNAL="--external ../shared/data/kermany_test_half_a"
 T=runs/study/teacher/best.pt
 # the teacher (InceptionV3, 96 px, from scratch; the robust teacher recipe diverged in the pilots)
-cxrdistill train -c configs/cpu/teacher.yaml output_dir=runs/study name=teacher $OVERRIDES
+cxrdistill train -c cpu/teacher output_dir=runs/study name=teacher $OVERRIDES
 cxrdistill evaluate $T --data ../shared/data/kermany_test_half_a --out runs/study/teacher/eval-half-a --json
 # the arms, five seeds each (the consistent arm was stopped after two seeds: CPU time)
 cxrdistill compare --teacher $T --seeds 5 --out runs/study --report compare-5seeds \
-  --arm student=configs/cpu/robust/student.yaml --arm student_kd=configs/cpu/robust/student_kd.yaml \
+  --arm student=cpu/robust/student --arm student_kd=cpu/robust/student_kd \
   --difference student_kd,student $EXTERNAL $OVERRIDES
 cxrdistill compare --teacher $T --seeds 2 --out runs/study --report compare-consistent-2seeds \
-  --arm student=configs/cpu/robust/student.yaml --arm student_kd=configs/cpu/robust/student_kd.yaml \
-  --arm student_kd_consistent=configs/cpu/robust/student_kd_consistent.yaml \
+  --arm student=cpu/robust/student --arm student_kd=cpu/robust/student_kd \
+  --arm student_kd_consistent=cpu/robust/student_kd_consistent \
   --difference student_kd_consistent,student_kd $EXTERNAL $OVERRIDES
 # the user-script baseline on the same split
 python benchmarks/bench_user_script.py --data ../shared/data/chest_xray_224 --external ../shared/data/kermany_test_half_a \
-  --recipe configs/cpu/robust/student.yaml --seeds 1 --threads 1 data.max_per_class=400
+  --recipe cpu/robust/student --seeds 1 --threads 1 data.max_per_class=400
 
 # --- Later runs (2026-11-29, 22:14-), the same folder and overrides ---
 # The old runs were converted once: for d in runs/study/teacher runs/study/seed*/*; do
@@ -36,7 +36,7 @@ cxrdistill compare --teacher $T --seeds 4 --out runs/study --report ewarm-4seeds
   --arm student_ewarm=benchmarks/results/new-cohort/study/configs/student_ewarm.yaml \
   --arm student_kd_ewarm=benchmarks/results/new-cohort/study/configs/student_kd_ewarm.yaml \
   --difference student_kd_ewarm,student_ewarm $EXTERNAL $OVERRIDES
-# A teacher trained on the students' views (now configs/cpu/robust/teacher.yaml), then cached and consistent
+# A teacher trained on the students' views (now cpu/robust/teacher), then cached and consistent
 # distillation from it, two seeds:
 cxrdistill train -c benchmarks/results/new-cohort/study/configs/teacher_aug.yaml output_dir=runs/study name=teacher_aug \
   "data.external=[../shared/data/kermany_test_half_a]" $OVERRIDES

@@ -412,7 +412,7 @@ class StudyReport:
 
     def configs(self) -> list:
         blocks: list = [Heading("Configs")]
-        blocks.append(Code(yaml.safe_dump(self.plan, sort_keys=False), "yaml", "the plan (configs/reproduce)"))
+        blocks.append(Code(yaml.safe_dump(self.plan, sort_keys=False), "yaml", "the plan"))
         for role in ROLE_NAMES:
             config = self.role_config(role)
             if config is not None:
@@ -431,7 +431,7 @@ class StudyReport:
                 f"{role} recipe: ours {ours['model']['name']} at {size} px, init {ours['model']['init']}, "
                 f"{ours['train']['epochs']} epochs, lr {ours['train']['lr']}; the paper's {paper.model.name} at "
                 f"{input_size(paper.model, paper.data.image_size)} px, init {paper.model.init}, lr {paper.train.lr} "
-                f"(configs/{name}.yaml).")
+                f"(preset {name}).")
 
     def environment_section(self) -> list:
         env = self.environment

@@ -1,5 +1,5 @@
 """New-cohort diagnostic: the study teacher's P(PNEUMONIA) on the training images as it saw them in training
-(configs/cpu/teacher.yaml's augmentation) and as the robust students see them (intensity augmentation and
+(cpu/teacher's augmentation) and as the robust students see them (intensity augmentation and
 resized crops): what consistent distillation hands the student as soft targets.
 
 Run from the repository root: PYTHONPATH=src python benchmarks/results/new-cohort/study/diag/teacher_on_views.py
@@ -17,8 +17,8 @@ torch.set_num_threads(1)
 OVERRIDES = ["data.root=../shared/data/chest_xray_224", "data.max_per_class=400", "data.num_workers=0"]
 teacher, _ = model_from_checkpoint("runs/study/teacher/best.safetensors")
 teacher.eval()
-for label, config_path in (("teacher's own training views", "configs/cpu/teacher.yaml"),
-                           ("robust students' views", "configs/cpu/robust/student.yaml")):
+for label, config_path in (("teacher's own training views", "cpu/teacher"),
+                           ("robust students' views", "cpu/robust/student")):
     config = load_config(config_path, OVERRIDES)
     bundle = build_loaders(config.data, Path(config.data.root), 96, 0, progress=False)
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""Experiment configuration: plain dataclasses loaded from YAML, validated on load.
+"""The settings' schema: plain dataclasses loaded from YAML, validated on load.
 
 A config file is plain data (no YAML tags, no code). Unknown keys and wrong types fail loudly with
 the dotted key and the file they came from, because a typo that silently falls back to a default
@@ -13,12 +13,15 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from cxrdistill.errors import CxrDistillError
-from cxrdistill.files import atomic_write_text, text_digest
+from cxrdistill.files import atomic_write_text
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 
 class ConfigError(CxrDistillError, ValueError):
@@ -288,119 +291,44 @@ def dataclass_from_dict(cls: type, raw: dict[str, Any], overrides: list[str] | N
     return settings
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read a YAML experiment file (or start from defaults when ``path`` is None) and apply overrides."""
-    return load_dataclass(ExperimentConfig, path, overrides)
+def load_dataclass(cls: type, source: Path | Traversable | None, overrides: list[str] | None = None,
+                   label: str | None = None) -> Any:
+    """Any settings dataclass from a YAML file (a path or a packaged resource) and dotted overrides.
 
-
-def load_dataclass(cls: type, path: str | Path | None, overrides: list[str] | None = None) -> Any:
-    """Any settings dataclass from a YAML file and dotted overrides, validated like an experiment config."""
+    ``None`` starts from the defaults. ``label`` names the file in errors (a preset's name reads better there
+    than the place it was installed in); default: the path.
+    """
     raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+    where = label or str(source)
+    if source is not None:
+        if not source.is_file():
+            raise ConfigError(f"config file {where} does not exist")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as error:
-            raise ConfigError(f"{path}: not valid YAML (UTF-8 text): {error}") from error
+            raise ConfigError(f"{where}: not valid YAML (UTF-8 text): {error}") from error
     try:
         return dataclass_from_dict(cls, raw, overrides)
     except OverrideError:
         raise
     except ConfigError as error:
-        where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}{error}") from None
+        prefix = f"{where}: " if source is not None else ""
+        raise ConfigError(f"{prefix}{error}") from None
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:
-    atomic_write_text(path, yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
+    """Write ``config`` as plain YAML, which :func:`~cxrdistill.config.load_config` reads back to the same value."""
+    atomic_write_text(path, yaml.safe_dump(plain_data(config.to_dict()), sort_keys=False))
 
 
-SETTINGS_FREE_TO_CHANGE: frozenset[str] = frozenset({
-    "name", "output_dir",  # where the run lives, not how it trains
-    "train.epochs",  # raised to extend a run (the schedule is closed-form in the epoch)
-    "train.threads", "data.num_workers", "train.device", "train.log_every",  # resources and logging
-    "train.checkpoint_every",  # how often the resume state is written; training is the same
-    "train.keep",  # which of best / last is handed on; training is the same
-    "data.external",  # extra evaluation sets; training does not see them
-    "evaluation.threshold_policy", "evaluation.min_sensitivity", "evaluation.fixed_threshold",
-    "evaluation.n_bootstrap",  # how the trained model is scored, not how it is trained
-})
-"""Settings a run may be continued or reused with after changing them; every other one makes it another run."""
-
-NOT_STORED = "(not stored)"
-"""Stands for a setting a run's stored config lacks (the run predates it) in :func:`config_differences`."""
-
-
-def flat_settings(config: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"train.lr": 0.0002, ...}``: every setting by its dotted key, tuples as lists (as YAML stores them)."""
-    flat: dict[str, Any] = {}
-    for item in dataclasses.fields(config):
-        value = getattr(config, item.name)
-        if dataclasses.is_dataclass(value):
-            flat.update(flat_settings(value, f"{prefix}{item.name}."))
-        else:
-            flat[f"{prefix}{item.name}"] = _plain(value)
-    return flat
-
-
-def config_digest(config: ExperimentConfig) -> str:
-    """A short hash of the settings that define a run (all but :data:`SETTINGS_FREE_TO_CHANGE`)."""
-    return text_digest({k: v for k, v in flat_settings(config).items() if k not in SETTINGS_FREE_TO_CHANGE})
-
-
-def config_differences(stored: dict[str, Any], current: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
-    """``{dotted key: (stored value, current value)}`` for each setting that defines a run and differs.
-
-    ``stored`` is a run's saved config (a plain dict, possibly from an older version). A key it lacks
-    counts as equal when the current value is the default: the run was made before the key existed,
-    with the behaviour that default keeps.
-    """
-    defaults = flat_settings(ExperimentConfig())
-    differences = {}
-    for key, value in flat_settings(current).items():
-        if key in SETTINGS_FREE_TO_CHANGE:
-            continue
-        old = _lookup(stored, key)
-        if old is NOT_STORED:
-            if value != defaults.get(key):
-                differences[key] = (NOT_STORED, value)
-        elif _plain(old) != value:
-            differences[key] = (_plain(old), value)
-    return differences
-
-
-def _lookup(tree: dict[str, Any], dotted: str) -> Any:
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return NOT_STORED
-        node = node[part]
-    return node
-
-
-def _plain(value: Any) -> Any:
+def plain_data(value: Any) -> Any:
     """Tuples become lists so the YAML stays plain data (no python/tuple tags)."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain_data(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_data(v) for v in value]
     return value
 
 
 def _deep_copy(raw: dict[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in raw.items()}
-
-
-PRESET_DIR = Path(__file__).resolve().parents[2] / "configs"
-"""The repository's ``configs/`` folder (presets are read from a source checkout)."""
-
-
-def preset(name: str, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load a preset such as ``cpu/teacher`` from ``configs/``."""
-    path = PRESET_DIR / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(str(p.relative_to(PRESET_DIR).with_suffix("")) for p in PRESET_DIR.rglob("*.yaml"))
-        raise ConfigError(f"no preset {name!r} in {PRESET_DIR}; known: {', '.join(known) or 'none'}")
-    return load_config(path, overrides)
