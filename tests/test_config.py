@@ -100,7 +100,7 @@ def test_every_packaged_preset_loads_by_name():
     """A YAML file dropped anywhere under the package's configs/ is a preset, listed and loadable by name."""
     from cxrdistill.config import preset_names
     from cxrdistill.config.presets import PLAN_FOLDER, preset_root
-    from cxrdistill.experiments.reproduce import load_plan
+    from cxrdistill.paper.reproduce import load_plan
 
     folder = Path(str(preset_root()))
     on_disk = {str(p.relative_to(folder).with_suffix("")) for p in folder.rglob("*.yaml")}
