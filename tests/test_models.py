@@ -14,11 +14,12 @@ from cxrdistill.models.weights import imagenet_weights_path
 from cxrdistill.runtime.checkpoint import load_checkpoint
 
 SMALL_SIZE = {"alexnet": 64, "vgg16": 32, "resnet18": 32, "resnet34": 32, "inception_v3": 80,
-              "mobilenet_v3_small": 32}
+              "mobilenet_v3_small": 32, "efficientnet_lite0": 32}
 
 
-def test_registry_holds_the_papers_five_models_and_the_slim_student():
-    assert MODELS.names() == ["alexnet", "inception_v3", "mobilenet_v3_small", "resnet18", "resnet34", "vgg16"]
+def test_registry_holds_the_papers_five_models_the_slim_student_and_the_imagenet_teacher():
+    assert MODELS.names() == ["alexnet", "efficientnet_lite0", "inception_v3", "mobilenet_v3_small", "resnet18",
+                              "resnet34", "vgg16"]
     assert model_spec("inception_v3").input_size == 299 and model_spec("alexnet").input_size == 224
     with pytest.raises(KeyError, match="unknown model 'lenet'; known: alexnet"):
         model_spec("lenet")

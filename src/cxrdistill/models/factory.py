@@ -76,6 +76,19 @@ def train_mode(model: nn.Module) -> nn.Module:
     return model
 
 
+def network_normalization(build: ModelBuild) -> dict[str, list[float]] | None:
+    """The normalisation the network re-maps its ImageNet-normalised input to in its first layer, if any.
+
+    Recorded in checkpoint sidecars (and so in exported ONNX metadata) beside the input normalisation, so a
+    reader sees both what to feed the model and what its weights were trained on.
+    """
+    normalization = model_spec(build.architecture).weights_normalization
+    if not build.imagenet_input or normalization is None:
+        return None
+    mean, std = normalization
+    return {"mean": list(mean), "std": list(std)}
+
+
 def input_size(config: ModelConfig, override: int | None = None) -> int:
     spec = model_spec(config.name)
     size = override or spec.input_size

