@@ -360,13 +360,13 @@ def test_oversized_image_is_refused_per_call_whatever_pillows_global(
 
 
 def test_the_documents_state_the_enforced_pixel_limit() -> None:
-    """SECURITY.md and the README name the limit the readers enforce, in megapixels."""
+    """SECURITY.md, the README and the data page name the limit the readers enforce, in megapixels."""
     import re
 
     from cxrdistill.data.io import MAX_IMAGE_PIXELS
 
     repository = Path(__file__).resolve().parents[1]
-    for document in ("SECURITY.md", "README.md"):
+    for document in ("SECURITY.md", "README.md", "docs/data.md"):
         stated = re.findall(r"(\d+) (?:megapixels|million pixels)", (repository / document).read_text())
         assert stated, f"{document} does not state the pixel limit"
         assert {int(n) * 1_000_000 for n in stated} == {MAX_IMAGE_PIXELS}, (document, stated)
