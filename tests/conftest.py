@@ -65,3 +65,22 @@ def small_onnx(small_checkpoint: Path) -> Path:
     from cxrdistill.deployment.export import export_onnx
 
     return export_onnx(small_checkpoint, small_checkpoint.with_suffix(".onnx")).path
+
+
+@pytest.fixture(scope="session")
+def ood_checkpoint(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained ResNet18 at 64 px (seeded) whose run is ``tiny_config`` on ``synth_root``, with its
+    out-of-distribution check fitted on that set's train split (threshold on its val split)."""
+    import torch
+
+    from cxrdistill.deployment.ood import fit_ood
+    from cxrdistill.models import create_model
+    from cxrdistill.runtime.checkpoint import checkpoint_metadata, save_checkpoint
+
+    workdir = tmp_path_factory.mktemp("ood")
+    config = tiny_config(synth_root, workdir, "data.image_size=64")
+    torch.manual_seed(0)
+    model = create_model(config.model, image_size=64)
+    path = save_checkpoint(workdir / "student.safetensors", model, checkpoint_metadata(config, 64))
+    fit_ood(path)
+    return path

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,33 +28,60 @@ def _film(path: Path) -> Path:
     return path
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium); .ci/run installs it")
-def test_upload_through_the_page_shows_probability_and_heat_map(small_checkpoint: Path, tmp_path: Path) -> None:
+@contextmanager
+def service_page(checkpoint: Path) -> Iterator[sync_api.Page]:
+    """The upload page of a service for ``checkpoint`` in headless Chromium, once it has loaded the model's id."""
     from cxrdistill.deployment.service import create_app
 
-    image = _film(tmp_path / "chest.png")
-    with serving(create_app(small_checkpoint)) as url, sync_api.sync_playwright() as playwright:
+    with serving(create_app(checkpoint)) as url, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
             page = browser.new_page(viewport={"width": 900, "height": 1000})
             page.goto(url)
             page.wait_for_function("document.getElementById('status').textContent.startsWith('Model')")
-            page.set_input_files("#file", str(image))
-            heatmap = page.locator("#heatmap")
-            heatmap.wait_for(state="visible", timeout=60_000)
-            page.wait_for_function("document.getElementById('heatmap').naturalWidth > 0")
-            probability = float(page.text_content("#probability"))
-            label = page.text_content("#label")
-            box = heatmap.bounding_box()
-            screenshot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB")).astype(int)
+            yield page
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium); .ci/run installs it")
+def test_upload_through_the_page_shows_probability_and_heat_map(small_checkpoint: Path, tmp_path: Path) -> None:
+    image = _film(tmp_path / "chest.png")
+    with service_page(small_checkpoint) as page:
+        page.set_input_files("#file", str(image))
+        heatmap = page.locator("#heatmap")
+        heatmap.wait_for(state="visible", timeout=60_000)
+        page.wait_for_function("document.getElementById('heatmap').naturalWidth > 0")
+        probability = float(page.text_content("#probability"))
+        label = page.text_content("#label")
+        box = heatmap.bounding_box()
+        screenshot = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB")).astype(int)
     assert 0.0 <= probability <= 1.0 and label == ("PNEUMONIA" if probability >= 0.5 else "NORMAL")
     assert page_error_free(screenshot)
     region = screenshot[int(box["y"]) : int(box["y"] + box["height"]), int(box["x"]) : int(box["x"] + box["width"])]
     assert region.shape[0] > 100 and region.shape[1] > 80  # drawn large enough to see
     colourful = (region.max(axis=2) - region.min(axis=2)) > 40  # grey pixels have R = G = B
     assert colourful.mean() > 0.02, colourful.mean()  # the heat map is drawn in colour over the grey film
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium); .ci/run installs it")
+def test_the_page_warns_when_an_image_is_not_like_the_training_images(ood_checkpoint: Path, synth_root: Path,
+                                                                      tmp_path: Path) -> None:
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (72, 64), dtype=np.uint8)).save(noise)
+    chest = sorted((synth_root / "train").rglob("*.jpeg"))[0]
+    seen = {}
+    with service_page(ood_checkpoint) as page:
+        for name, image in (("noise", noise), ("chest", chest)):
+            page.set_input_files("#file", str(image))
+            page.wait_for_function(f"document.getElementById('status').textContent === {image.name!r}")
+            seen[name] = (page.is_visible("#ood-warning"), page.text_content("#label"),
+                          page.text_content("#ood-warning"))
+    visible, label, warning = seen["noise"]
+    assert visible and "not like the training images" in warning
+    assert label in ("NORMAL (not like the training images)", "PNEUMONIA (not like the training images)")
+    visible, label, _ = seen["chest"]
+    assert not visible and label in ("NORMAL", "PNEUMONIA")
 
 
 def page_error_free(screenshot: np.ndarray) -> bool:

@@ -310,7 +310,8 @@ def predict(
         help="PNEUMONIA when its probability is at least this (default: the model's stored operating point, "
              "else 0.5).", min=0.0, max=1.0)] = None,
     out: Annotated[Path | None, typer.Option(
-        help="Write a CSV (file, probability, label, threshold, heatmap, error) and print a summary.")] = None,
+        help="Write a CSV (file, probability, label, threshold, heatmap, error, ood_score, ood_flag) and print a "
+             "summary.")] = None,
     heatmap: Annotated[Path | None, typer.Option(help="Folder for a Grad-CAM overlay PNG per image.")] = None,
     checkpoint: Annotated[Path | None, typer.Option(
         help="With an .onnx MODEL: the checkpoint it was exported from, for --heatmap.")] = None,
@@ -337,17 +338,44 @@ def predict(
     unreadable = [r for r in results if r.error is not None]
     if out is None:
         print_rows([{"file": r.file, "prob_pneumonia": r.prob_pneumonia if r.error is None else "-",
-                     "predicted": r.predicted or f"unreadable: {r.error}"} for r in results],
+                     "predicted": r.shown_label or f"unreadable: {r.error}",
+                     **({} if r.ood_score is None else {"ood_score": r.ood_score})} for r in results],
                    f"Predictions of {model} (PNEUMONIA at probability >= {results[0].threshold:.4g})")
         return
     positives = sum(r.predicted == "PNEUMONIA" for r in results)
+    flagged = sum(bool(r.ood_flag) for r in results)
     console.print(f"{len(results)} files: {len(results) - len(unreadable)} classified ({positives} PNEUMONIA at "
-                  f"probability >= {results[0].threshold:.4g}), {len(unreadable)} unreadable and skipped; "
+                  f"probability >= {results[0].threshold:.4g}; {flagged} flagged as not like the training images), "
+                  f"{len(unreadable)} unreadable and skipped; "
                   f"predictions in {out}" + (f", heat maps in {heatmap}" if heatmap else ""), highlight=False)
     for r in unreadable[:20]:
         console.print(f"  unreadable: {r.file}: {r.error}", highlight=False)
     if len(unreadable) > 20:
         console.print(f"  ... and {len(unreadable) - 20} more (see the error column of {out})", highlight=False)
+
+
+@app.command("fit-ood")
+@friendly_errors
+def fit_ood(
+    checkpoint: Annotated[Path, typer.Argument(help="The checkpoint to fit the check for (rewritten in place).")],
+    data: Annotated[Path | None, typer.Option(
+        help="The run's data folder, if not where the checkpoint says (fitted on its train split, the threshold "
+             "set on its val split).")] = None,
+    score: Annotated[str, typer.Option(help="mahalanobis or energy.")] = "mahalanobis",
+    features: Annotated[str, typer.Option(help="pooled (last convolution's block) or penultimate.")] = "pooled",
+    percentile: Annotated[float, typer.Option(help="Threshold: this percentile of the val split's scores.",
+                                              min=0.0, max=100.0)] = 99.0,
+    max_train_images: Annotated[int | None, typer.Option(help="Fit on a random sample of this many training "
+                                                              "images (all by default).", min=2)] = None,
+) -> None:
+    """Fit the out-of-distribution check (images not like the training images) and store it in the checkpoint."""
+    from cxrdistill.deployment.ood import fit_ood as fit
+
+    record = fit(checkpoint, data, score, features, percentile=percentile, max_train_images=max_train_images).record
+    console.print(f"{checkpoint}: {record['score']} score on {record['features']} features ({record['layer']}), "
+                  f"fitted on {record['fitted_on']['count']} training images; threshold {record['threshold']:.4g} "
+                  f"({record['threshold_rule']}, {record['threshold_on']['count']} images); "
+                  f"{record['fit_seconds']:.0f} s", highlight=False)
 
 
 @app.command()

@@ -8,6 +8,10 @@ calibrated checkpoint's temperature is part of the graph: its ``logits`` are alr
 so a softmax over them gives the calibrated probabilities, and the stored threshold applies to those.
 Export is verified: ONNX Runtime must reproduce PyTorch's logits on random input, otherwise the file is not kept.
 
+A checkpoint with a fitted out-of-distribution check (:mod:`cxrdistill.deployment.ood`) exports a second
+output, ``ood_score``, computed in the graph from the same forward pass, and its record (threshold
+included) goes into the metadata under ``ood``; the verification covers the score too.
+
 AlexNet below 224 px pools a small feature map *up* to 6x6 (``AdaptiveAvgPool2d``), which the ONNX exporter
 only handles when the input size is a multiple of the output size. For export such a pooling layer becomes
 the same averaging written as two constant matrices (:class:`FixedAdaptiveAvgPool2d`): exact for the model's
@@ -27,6 +31,7 @@ import torch
 from torch import nn
 
 from cxrdistill.deployment.model_card import write_model_card
+from cxrdistill.deployment.ood import OOD_KEY, load_ood
 from cxrdistill.evaluation.calibration import load_served_model
 
 OPSET = 17
@@ -98,29 +103,39 @@ def export_onnx(checkpoint: str | Path, out: str | Path, tolerance: float = 1e-3
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    scored = load_ood(checkpoint, model, metadata)
+    outputs = ["logits"] if scored is None else ["logits", "ood_score"]
+    network = model if scored is None else scored
     with torch.no_grad():
-        expected = model(example).numpy()
-    exportable = make_exportable(model, example)
+        expected = network(example)
+    expected = [expected.numpy()] if scored is None else [value.numpy() for value in expected]
+    exportable = make_exportable(network, example)
     with tempfile.TemporaryDirectory(dir=out.parent) as scratch:
         staged = Path(scratch) / out.name
         torch.onnx.export(
-            exportable, (example,), staged, input_names=["image"], output_names=["logits"],
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET, dynamo=False,
+            exportable, (example,), staged, input_names=["image"], output_names=outputs,
+            dynamic_axes={"image": {0: "batch"}, **{name: {0: "batch"} for name in outputs}}, opset_version=OPSET,
+            dynamo=False,
         )
         graph = onnx.load(staged)
         for key in ("architecture", "input_size", "class_names", "positive_class", "normalization",
                     "intensity_normalization", "intended_use"):
             entry = graph.metadata_props.add()
             entry.key, entry.value = key, json.dumps(metadata.get(key, "none"))
-        for key in ("operating_point", "calibration"):  # absent from uncalibrated and older checkpoints
+        for key in ("operating_point", "calibration", OOD_KEY):  # absent from uncalibrated and older checkpoints
             entry = graph.metadata_props.add()
             entry.key, entry.value = key, json.dumps(metadata.get(key))
         onnx.save(graph, staged)
         session = onnxruntime.InferenceSession(str(staged), providers=["CPUExecutionProvider"])
-        actual = session.run(["logits"], {"image": example.numpy()})[0]
-        difference = float(np.max(np.abs(actual - expected)))
+        actual = session.run(outputs, {"image": example.numpy()})
+        difference = float(np.max(np.abs(actual[0] - expected[0])))
         if difference > tolerance:
             raise RuntimeError(f"ONNX Runtime differs from PyTorch by {difference:.2e} (> {tolerance}); not exported")
+        if scored is not None:  # distances run to thousands: compared relative to their size
+            score_difference = float(np.max(np.abs(actual[1] - expected[1]) / np.maximum(1.0, np.abs(expected[1]))))
+            if score_difference > tolerance:
+                raise RuntimeError(f"ONNX Runtime's ood_score differs from PyTorch's by {score_difference:.2e} "
+                                   f"(relative, > {tolerance}); not exported")
         staged.replace(out)
     write_model_card(checkpoint, out)
     return ExportResult(out, difference, out.stat().st_size / 1e6)

@@ -25,6 +25,7 @@ import torch
 from cxrdistill.data.io import UnreadableImageError, is_dicom, is_image_file, read_grey, resize_grey
 from cxrdistill.data.transforms import normalize_intensity, to_model_input
 from cxrdistill.deployment.heatmap import GradCam, overlay
+from cxrdistill.deployment.ood import FLAG_TEXT, load_ood, stored_ood_threshold
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, load_served_model, stored_threshold
 from cxrdistill.files import atomic_write, atomic_write_text, file_digest
@@ -41,22 +42,43 @@ class FilePrediction:
     """The threshold ``predicted`` was decided at (the model's operating point unless one was given)."""
     heatmap: str | None = None
     """The Grad-CAM overlay written for this file, when heat maps were asked for."""
+    ood_score: float | None = None
+    """How far the image lies from the training images (see :mod:`cxrdistill.deployment.ood`), when fitted."""
+    ood_flag: bool | None = None
+    """The score is above the check's threshold: the image is not like the training images."""
+
+    @property
+    def shown_label(self) -> str | None:
+        """The label as shown to people: marked when the image is not like the training images."""
+        if self.predicted is None or not self.ood_flag:
+            return self.predicted
+        return f"{self.predicted} ({FLAG_TEXT})"
 
 
-def _onnx_runner(path: Path) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
+Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+"""A batch of model inputs -> its logits and, when the model has a fitted check, its out-of-distribution scores."""
+
+
+def _onnx_runner(path: Path) -> tuple[Runner, dict]:
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     metadata = {k: json.loads(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
     if "input_size" not in metadata:
         raise CheckpointError(f"{path} has no cxrdistill metadata (input_size, class_names); export it with cxrdistill")
-    return (lambda batch: session.run(["logits"], {"image": batch})[0]), metadata
+    outputs = [output.name for output in session.get_outputs()]
+    if "ood_score" in outputs:
+        return (lambda batch: tuple(session.run(["logits", "ood_score"], {"image": batch}))), metadata
+    return (lambda batch: (session.run(["logits"], {"image": batch})[0], None)), metadata
 
 
-def _torch_runner(model: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
-    def run(batch: np.ndarray) -> np.ndarray:
+def _torch_runner(model: torch.nn.Module, scored: torch.nn.Module | None) -> Runner:
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         with torch.inference_mode():
-            return model(torch.from_numpy(batch)).numpy()
+            if scored is None:
+                return model(torch.from_numpy(batch)).numpy(), None
+            logits, scores = scored(torch.from_numpy(batch))
+            return logits.numpy(), scores.numpy()
 
     return run
 
@@ -98,9 +120,11 @@ class Predictor:
                                            f"{self.model_path} is a checkpoint already")
             self._torch_model, self.metadata = load_served_model(self.model_path)
             self._torch_model.eval()
-            self._run = _torch_runner(self._torch_model)
+            self._run = _torch_runner(self._torch_model, load_ood(self.model_path, self._torch_model, self.metadata))
         stored = stored_threshold(self.metadata)
         self.threshold = threshold if threshold is not None else (DEFAULT_THRESHOLD if stored is None else stored)
+        self.ood_threshold = stored_ood_threshold(self.metadata)
+        """Scores above it are flagged "not like the training images"; ``None``: the model has no fitted check."""
         self.input_size = int(self.metadata["input_size"])
         self.class_names: list[str] = list(self.metadata["class_names"])
         self.intensity = self.metadata.get("intensity_normalization", "none")  # absent in older models
@@ -125,8 +149,17 @@ class Predictor:
 
     def probabilities(self, inputs: torch.Tensor) -> list[float]:
         """PNEUMONIA probability per image of a ``(N, 3, S, S)`` batch of model inputs."""
-        logits = torch.from_numpy(self._run(inputs.numpy()))
-        return torch.softmax(logits.float(), dim=1)[:, 1].tolist()
+        return self.assess(inputs)[0]
+
+    def assess(self, inputs: torch.Tensor) -> tuple[list[float], list[float | None]]:
+        """PNEUMONIA probabilities and out-of-distribution scores (``None`` without a fitted check), one pass."""
+        logits, scores = self._run(inputs.numpy())
+        probabilities = torch.softmax(torch.from_numpy(logits).float(), dim=1)[:, 1].tolist()
+        return probabilities, [None] * len(probabilities) if scores is None else [float(s) for s in scores]
+
+    def is_unfamiliar(self, score: float | None) -> bool | None:
+        """Whether a score is above the check's threshold (``None`` when there is no check)."""
+        return None if score is None or self.ood_threshold is None else score > self.ood_threshold
 
     def label(self, probability: float) -> str:
         return self.class_names[int(probability >= self.threshold)]
@@ -208,9 +241,9 @@ def predict_files(model_path: str | Path, files: Sequence[str | Path], threshold
             indices.append(index)
         if inputs:
             batch = torch.stack(inputs)
-            probs = predictor.probabilities(batch)
+            probs, scores = predictor.assess(batch)
             maps = predictor.heatmaps(batch) if heatmap_dir is not None else [None] * len(indices)
-            for index, grey, prob, cam in zip(indices, greys, probs, maps, strict=True):
+            for index, grey, prob, score, cam in zip(indices, greys, probs, scores, maps, strict=True):
                 written = None
                 if cam is not None:
                     written = Path(heatmap_dir) / names[index]
@@ -218,7 +251,8 @@ def predict_files(model_path: str | Path, files: Sequence[str | Path], threshold
                     atomic_write(written, lambda stream, picture=picture: picture.save(stream, format="PNG"))
                 results[index] = FilePrediction(str(files[index]), prob, predictor.label(prob),
                                                 threshold=predictor.threshold,
-                                                heatmap=None if written is None else str(written))
+                                                heatmap=None if written is None else str(written),
+                                                ood_score=score, ood_flag=predictor.is_unfamiliar(score))
         bar.update(min(batch_size, len(paths) - start))
     bar.close()
     return [results[i] for i in range(len(paths))]
@@ -230,7 +264,7 @@ def _progress_bar(total: int, enabled: bool):
     return tqdm(total=total, unit="image", desc="predict", disable=not enabled)
 
 
-PREDICTION_COLUMNS = ("file", "probability", "label", "threshold", "heatmap", "error")
+PREDICTION_COLUMNS = ("file", "probability", "label", "threshold", "heatmap", "error", "ood_score", "ood_flag")
 
 
 def write_predictions_csv(results: Sequence[FilePrediction], out: str | Path) -> Path:
@@ -241,6 +275,8 @@ def write_predictions_csv(results: Sequence[FilePrediction], out: str | Path) ->
     writer.writerow(PREDICTION_COLUMNS)
     for r in results:
         writer.writerow([r.file, "" if r.prob_pneumonia is None else f"{r.prob_pneumonia:.6f}", r.predicted or "",
-                         f"{r.threshold:.6g}", r.heatmap or "", r.error or ""])
+                         f"{r.threshold:.6g}", r.heatmap or "", r.error or "",
+                         "" if r.ood_score is None else f"{r.ood_score:.6g}",
+                         "" if r.ood_flag is None else FLAG_TEXT if r.ood_flag else "no"])
     atomic_write_text(out, text.getvalue())
     return out

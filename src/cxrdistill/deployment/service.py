@@ -5,7 +5,9 @@ with uvicorn, bound to 127.0.0.1 unless told otherwise: the service has no authe
 one workstation or a trusted network. Endpoints:
 
 * ``POST /predict`` — multipart upload (field ``file``) of a JPEG, PNG or DICOM; ``?heatmap=true`` adds a
-  Grad-CAM overlay as a base64 PNG. Answers ``{"probability", "label", "threshold", "model"}``.
+  Grad-CAM overlay as a base64 PNG. Answers ``{"probability", "label", "threshold", "model"}``, and, when
+  the model has a fitted out-of-distribution check, ``"ood": {"score", "threshold", "flagged", "message"}``
+  (``flagged``: the image is not like the training images; its label is still given).
 * ``GET /health`` — the model's id and settings.
 * ``GET /`` — a self-contained page (no external scripts) to choose or drop an image and see the result.
 
@@ -40,6 +42,7 @@ except ImportError as error:  # pragma: no cover - depends on the installed extr
 
 from cxrdistill.data.io import ImageTooLargeError, UnreadableImageError, decode_grey
 from cxrdistill.deployment.heatmap import overlay, png_bytes
+from cxrdistill.deployment.ood import FLAG_TEXT
 from cxrdistill.deployment.predict import Predictor
 from cxrdistill.errors import CxrDistillError
 
@@ -104,10 +107,15 @@ def create_app(model_path: str | Path, checkpoint: str | Path | None = None, thr
         grey = decode_grey(io.BytesIO(_uploaded_file(body, content_type)), "upload")
         inputs = predictor.model_input(grey).unsqueeze(0)
         with model_lock:
-            probability = predictor.probabilities(inputs)[0]
+            probabilities, scores = predictor.assess(inputs)
             cam = predictor.heatmaps(inputs)[0] if heatmap else None
+        probability, score = probabilities[0], scores[0]
         answer: dict[str, Any] = {"probability": probability, "label": predictor.label(probability),
                                   "threshold": predictor.threshold, "model": predictor.model_id}
+        if score is not None:
+            flagged = bool(predictor.is_unfamiliar(score))
+            answer["ood"] = {"score": score, "threshold": predictor.ood_threshold, "flagged": flagged,
+                             "message": FLAG_TEXT if flagged else "like the training images"}
         if cam is not None:
             answer["heatmap_png"] = base64.b64encode(png_bytes(overlay(grey, cam))).decode("ascii")
         return answer
@@ -124,7 +132,8 @@ def create_app(model_path: str | Path, checkpoint: str | Path | None = None, thr
     def health() -> dict[str, Any]:
         return {"status": "ok", "model": predictor.model_id, "architecture": predictor.metadata.get("architecture"),
                 "input_size": predictor.input_size, "threshold": predictor.threshold,
-                "heatmaps": predictor.has_heatmaps, "max_upload_bytes": max_upload_bytes}
+                "heatmaps": predictor.has_heatmaps, "max_upload_bytes": max_upload_bytes,
+                "ood_threshold": predictor.ood_threshold}
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:

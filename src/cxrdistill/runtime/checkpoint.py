@@ -178,7 +178,55 @@ def update_checkpoint_metadata(path: str | Path, updates: dict[str, Any], out: s
         with contextlib.suppress(FileNotFoundError):
             files.pending_sidecar.unlink()  # it described these weights, if anything; the sidecar now does
         return files.weights
+    side_files = {}
+    for kind, record in (metadata.get(SIDE_FILES_KEY) or {}).items():  # the new checkpoint carries its own copies
+        side_files[kind] = save_side_tensors(out, kind, load_side_tensors(files.weights, kind, record))
+    if side_files:
+        metadata[SIDE_FILES_KEY] = side_files
     return save_weights(out, payload["model_state"], metadata).weights
+
+
+SIDE_FILES_KEY = "side_files"
+"""``metadata["side_files"][KIND] = {"file", "sha256"}``: arrays fitted after training (``NAME.KIND.safetensors``)."""
+
+
+def side_file_path(path: str | Path, kind: str) -> Path:
+    """``NAME.KIND.safetensors`` beside the checkpoint ``path``."""
+    weights = CheckpointFiles.of(path).weights
+    return weights.with_name(f"{weights.name[: -len(WEIGHTS_SUFFIX)]}.{kind}{WEIGHTS_SUFFIX}")
+
+
+def save_side_tensors(path: str | Path, kind: str, tensors: dict[str, torch.Tensor]) -> dict[str, str]:
+    """Write ``tensors`` beside checkpoint ``path``; returns the ``{"file", "sha256"}`` record for its metadata.
+
+    Arrays fitted after training (statistics of the training features, say) stay out of the weights, so the
+    weights' hash and the network's state dict do not change, and out of the sidecar, so it stays readable.
+    """
+    target = side_file_path(path, kind)
+    data = save_safetensors({name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()})
+    atomic_write_bytes(target, data)
+    return {"file": target.name, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def load_side_tensors(path: str | Path, kind: str, record: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The arrays a checkpoint's metadata records under ``side_files[kind]``, checked against their hash."""
+    if not isinstance(record, dict) or not isinstance(record.get("file"), str) or \
+            not isinstance(record.get("sha256"), str):
+        raise CheckpointError(f"{path}: metadata {SIDE_FILES_KEY}.{kind} is not a {{file, sha256}} record")
+    target = CheckpointFiles.of(path).weights.with_name(Path(record["file"]).name)
+    try:
+        data = target.read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"{path}: its {kind} file {target.name} cannot be read ({error.strerror or error}); "
+                              f"it must lie beside the checkpoint") from error
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != record["sha256"]:
+        raise CheckpointError(f"{target} does not match the checkpoint's record (SHA-256 {digest[:12]}..., recorded "
+                              f"{record['sha256'][:12]}...): it was changed or replaced after it was written")
+    try:
+        return load_safetensors(data)
+    except (SafetensorError, ValueError, RuntimeError, TypeError, OverflowError) as error:
+        raise CheckpointError(f"{target} is not a readable safetensors file: {error}") from error
 
 
 def save_training_state(path: str | Path, state: dict[str, Any], metadata: dict) -> Path:
