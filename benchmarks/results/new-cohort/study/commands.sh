@@ -30,7 +30,7 @@ cxrdistill compare --teacher $T --seeds 5 --out runs/study --report compare-3arm
   --arm student_kd_consistent=benchmarks/results/new-cohort/study/configs/student_kd_consistent.yaml \
   --difference student_kd,student $EXTERNAL $OVERRIDES   # also with student_kd_consistent,student_kd (-consistent)
 # What the teacher hands a consistent student (P(PNEUMONIA) on its own training views vs the students' views):
-PYTHONPATH=src python benchmarks/results/new-cohort/study/diag/teacher_on_views.py
+PYTHONPATH=src python benchmarks/new_cohort_teacher_views.py
 # Warm-up moving average (configs/*_ewarm.yaml = the robust configs + train.ema_warmup: true), four seeds (the fifth was stopped for CPU time):
 cxrdistill compare --teacher $T --seeds 4 --out runs/study --report ewarm-4seeds \
   --arm student_ewarm=benchmarks/results/new-cohort/study/configs/student_ewarm.yaml \

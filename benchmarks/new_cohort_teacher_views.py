@@ -2,8 +2,9 @@
 (cpu/teacher's augmentation) and as the robust students see them (intensity augmentation and
 resized crops): what consistent distillation hands the student as soft targets.
 
-Run from the repository root: PYTHONPATH=src python benchmarks/results/new-cohort/study/diag/teacher_on_views.py
-(needs the study teacher, runs/study/teacher, see ../commands.sh).
+Run from the repository root: PYTHONPATH=src python benchmarks/new_cohort_teacher_views.py
+(needs the study teacher, runs/study/teacher: see benchmarks/results/new-cohort/study/commands.sh; its output
+as run is in that folder's diag/teacher_on_views.txt).
 """
 from pathlib import Path
 
