@@ -13,7 +13,7 @@ import cxrdistill
 PACKAGE = Path(cxrdistill.__file__).parent
 
 FLOORS: list[set[str]] = [
-    {"", "errors", "files", "registry", "provenance", "config"},  # "" is the package's own __init__
+    {"", "errors", "files", "figures", "registry", "provenance", "config"},  # "" is the package's own __init__
     {"data"},
     {"models"},
     {"runtime"},

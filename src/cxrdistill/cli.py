@@ -112,12 +112,14 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Output folder (default: beside the checkpoint).")] = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
     device: str = "auto",
+    mask: Annotated[str | None, typer.Option(
+        help="Hide part of every input: lungs (the central lung field) or outside-lungs (all but it).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Metrics with 95% CIs, per-image CSV and ROC / confusion / reliability plots."""
     from cxrdistill.evaluation.evaluate import evaluate_checkpoint
 
-    report = evaluate_checkpoint(checkpoint, data, split, out, bootstrap, device, progress=not as_json)
+    report = evaluate_checkpoint(checkpoint, data, split, out, bootstrap, device, progress=not as_json, mask=mask)
     if as_json:
         print(json.dumps(report.as_dict(), indent=1))
         return
@@ -156,12 +158,17 @@ def models(
 @friendly_errors
 def data_audit(
     root: Path,
+    external: Annotated[list[Path] | None, typer.Option(
+        "--external", help="External labelled folder to score the shortcut model on (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for the shortcut audit's JSON, Markdown table and figures.")] = None,
+    shortcuts: Annotated[bool, typer.Option(help="Audit trivial image cues for the label (shortcuts).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
 ) -> None:
-    """Counts, unreadable files, duplicates, patient overlap and image sizes of a data folder."""
+    """Counts, unreadable files, duplicates, patient overlap, image sizes and shortcut cues of a data folder."""
     from cxrdistill.data.audit import audit_dataset
 
-    report = audit_dataset(root, progress=not as_json)
+    report = audit_dataset(root, progress=not as_json, shortcuts=shortcuts, external=external or (), out_dir=out)
     if as_json:
         print(json.dumps(report.as_dict(), indent=1))
         return
@@ -183,6 +190,28 @@ def data_audit(
         console.print(f"  unreadable: {item['file']}: {item['reason']}", highlight=False)
     for group in report.exact_duplicates[:10]:
         console.print(f"  duplicate: {' = '.join(group)}", highlight=False)
+    if report.shortcuts is not None:
+        print_shortcuts(report.shortcuts)
+        if out is not None:
+            console.print(f"shortcut audit table, JSON and figures in {out}")
+
+
+def print_shortcuts(shortcuts: dict[str, Any]) -> None:
+    """The shortcut audit's ROC AUCs (one row per feature group) and its warnings."""
+    from cxrdistill.data.shortcut_outputs import auc_columns
+    from cxrdistill.data.shortcuts import ShortcutReport
+
+    columns = auc_columns(ShortcutReport(**shortcuts))
+    if not columns:
+        console.print("shortcut audit: no folder large enough to score (each class needs 2 patients)")
+        return
+    rows = [{"features": group, **{name: " / ".join(f"{v:.3f}" for v in aucs[group].values())
+                                   for name, aucs in columns.items()}}
+            for group in next(iter(columns.values()))]
+    names = " / ".join(next(iter(next(iter(columns.values())).values())).keys())
+    print_rows(rows, f"Shortcut audit: ROC AUC of trivial image features for the label ({names}; chance 0.5)")
+    for line in shortcuts["warnings"]:
+        errors.print(f"[bold yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
 
 
 @data_app.command("synth")

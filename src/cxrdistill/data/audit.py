@@ -3,12 +3,15 @@
 Reports counts per split and class, unreadable files (listed, never fatal), non-image files, exact
 duplicates (same bytes), near duplicates (same picture re-encoded or resized: a 64-bit difference hash
 within a small Hamming distance, confirmed by near-identical 32x32 thumbnails), patients that appear in
-more than one split folder, and image size statistics. Every file is decoded once.
+more than one split folder, image size statistics and, unless turned off, a shortcut audit: how well
+trivial image statistics predict the label (:mod:`cxrdistill.data.shortcuts`), also on external folders.
+Every file of ``ROOT`` is decoded once.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -17,8 +20,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from cxrdistill.data.io import UnreadableImageError, is_image_file, read_grey
-from cxrdistill.data.layout import CLASS_NAMES, find_class_folders, scan_dataset
+from cxrdistill.data.layout import CLASS_NAMES, DatasetLayoutError, ImageRecord, find_class_folders, scan_dataset
+from cxrdistill.data.shortcut_outputs import write_shortcut_outputs
+from cxrdistill.data.shortcuts import FeatureTable, collect_features, shortcut_report
 from cxrdistill.data.splits import patients_in_several_splits
+from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.files import file_digest
 
 NEAR_DUPLICATE_BITS = 4
@@ -47,6 +53,8 @@ class AuditReport:
     unparsed_patient_names: int = 0
     size_stats: dict[str, dict[str, float]] = field(default_factory=dict)
     modes: dict[str, int] = field(default_factory=dict)
+    shortcuts: dict | None = None
+    """The shortcut audit (:class:`~cxrdistill.data.shortcuts.ShortcutReport` as a dict), when it was run."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -122,8 +130,32 @@ def _file_mode(path: Path) -> str:
         return image.mode
 
 
-def audit_dataset(root: str | Path, progress: bool = True, near_bits: int = NEAR_DUPLICATE_BITS) -> AuditReport:
+def external_records(folders: Sequence[str | Path]) -> dict[str, list[ImageRecord]]:
+    """Each external set's images by folder name: a bare class folder whole, or a root's ``test/`` folder (as
+    evaluation reads it). Checked before anything is decoded."""
+    sets: dict[str, list[ImageRecord]] = {}
+    for folder in map(Path, folders):
+        if folder.name in sets:
+            raise InvalidArgumentError(f"two external sets are both called {folder.name!r}; give them distinct "
+                                       f"folder names")
+        found = scan_dataset(folder)
+        if "" not in found and "test" not in found:
+            raise DatasetLayoutError(f"external set {folder} has no NORMAL/ and PNEUMONIA/ folders and no test/ "
+                                     f"folder")
+        sets[folder.name] = found.get("", found.get("test", []))
+    return sets
+
+
+def audit_dataset(
+    root: str | Path, progress: bool = True, near_bits: int = NEAR_DUPLICATE_BITS, shortcuts: bool = True,
+    external: Sequence[str | Path] = (), out_dir: str | Path | None = None,
+) -> AuditReport:
+    """Audit ``root``; with ``shortcuts`` also score trivial cues (and on each ``external`` folder).
+
+    ``out_dir`` receives the shortcut audit's JSON, Markdown table and figures.
+    """
     root = Path(root)
+    external_sets = external_records(external) if shortcuts else {}
     found = scan_dataset(root)
     report = AuditReport(
         root=str(root),
@@ -148,6 +180,7 @@ def audit_dataset(root: str | Path, progress: bool = True, near_bits: int = NEAR
     widths: list[int] = []
     heights: list[int] = []
     modes: Counter[str] = Counter()
+    tables: dict[str, FeatureTable] = {split: FeatureTable() for split in found}
     for record in tqdm(records, desc="auditing", disable=not progress, unit="img"):
         name = str(record.path.relative_to(root))
         by_digest[file_digest(record.path)].append(name)
@@ -162,6 +195,8 @@ def audit_dataset(root: str | Path, progress: bool = True, near_bits: int = NEAR
         hashes.append(difference_hash(grey))
         thumbnails.append(thumbnail(grey))
         hashed_names.append(name)
+        if shortcuts:
+            tables[record.source].add(record, grey)
 
     report.exact_duplicates = sorted(sorted(names) for names in by_digest.values() if len(names) > 1)
     exact = {name for group in report.exact_duplicates for name in group[1:]}
@@ -179,4 +214,13 @@ def audit_dataset(root: str | Path, progress: bool = True, near_bits: int = NEAR
             report.size_stats[label] = {"min": int(array.min()), "median": float(np.median(array)),
                                         "max": int(array.max())}
     report.modes = dict(modes)
+    if shortcuts:
+        external_tables: dict[str, FeatureTable] = {}
+        for name, records in external_sets.items():
+            external_tables[name], unreadable = collect_features(records, progress, f"features of {name}")
+            report.unreadable += unreadable
+        scored = shortcut_report(tables, external_tables)
+        report.shortcuts = scored.as_dict()
+        if out_dir is not None:
+            write_shortcut_outputs(scored, tables[scored.fitted_on], Path(out_dir), str(root))
     return report

@@ -36,6 +36,7 @@ from cxrdistill.evaluation.calibration import (
     stored_temperature,
     stored_threshold,
 )
+from cxrdistill.evaluation.masking import masked_model
 from cxrdistill.evaluation.metrics import (
     MetricEstimate,
     binary_metrics,
@@ -228,11 +229,17 @@ def load_for_evaluation(checkpoint: str | Path) -> tuple[nn.Module, dict, DataCo
 
 def predict_checkpoint(
     checkpoint: str | Path, data: str | Path, split: str = "test", device: str = "auto",
-    batch_size: int | None = None, progress: bool = True,
+    batch_size: int | None = None, progress: bool = True, mask: str | None = None,
 ) -> tuple[list[ImageRecord], Predictions, dict, str]:
-    """Records, predictions, checkpoint metadata and a description of the data evaluated."""
+    """Records, predictions, checkpoint metadata and a description of the data evaluated.
+
+    ``mask`` (a name in :data:`~cxrdistill.evaluation.masking.MASKS`) hides part of every model input.
+    """
     model, metadata, data_config = load_for_evaluation(checkpoint)
+    model = masked_model(model, mask, metadata)
     records, description = records_for(Path(data), split, data_config)
+    if mask is not None:
+        description = f"{description} ({mask} masked)"
     records, predictions = predict_records(model, metadata, data_config, records, device, batch_size, progress)
     return records, predictions, metadata, description
 
@@ -252,13 +259,18 @@ def evaluate_checkpoint(
     device: str = "auto",
     batch_size: int | None = None,
     progress: bool = True,
+    mask: str | None = None,
 ) -> EvaluationReport:
-    """Metrics with bootstrap CIs, ``predictions.csv``, ``metrics.json`` and three plots in ``out_dir``."""
+    """Metrics with bootstrap CIs, ``predictions.csv``, ``metrics.json`` and three plots in ``out_dir``.
+
+    ``mask`` evaluates with part of every input hidden (:mod:`cxrdistill.evaluation.masking`).
+    """
     checkpoint, data = Path(checkpoint), Path(data)
     records, predictions, metadata, description = predict_checkpoint(
-        checkpoint, data, split, device, batch_size, progress
+        checkpoint, data, split, device, batch_size, progress, mask
     )
-    out = Path(out_dir) if out_dir else checkpoint.parent / f"eval-{data.name}-{split}"
+    masked = f"-mask-{mask}" if mask else ""
+    out = Path(out_dir) if out_dir else checkpoint.parent / f"eval-{data.name}-{split}{masked}"
     return report_evaluation(checkpoint, records, predictions, metadata, description, out, n_bootstrap)
 
 

@@ -12,8 +12,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from cxrdistill.data.layout import CLASS_NAMES
@@ -23,9 +21,7 @@ from cxrdistill.evaluation.metrics import (
     expected_calibration_error,
     reliability_bins,
 )
-from cxrdistill.files import atomic_write
-
-DPI = 120
+from cxrdistill.figures import new_figure, save_figure
 
 
 def plot_roc(
@@ -160,18 +156,6 @@ def plot_metric_curves(
     ax.grid(alpha=0.3)
     ax.legend()
     return save_figure(fig, path)
-
-
-def new_figure(size: tuple[float, float]) -> Figure:
-    """A figure on an Agg canvas, independent of pyplot."""
-    fig = Figure(figsize=size)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Write the figure as PNG (atomically, creating the parent folder)."""
-    return atomic_write(path, lambda stream: fig.savefig(stream, dpi=DPI, format="png", bbox_inches="tight"))
 
 
 def plot_comparison(
