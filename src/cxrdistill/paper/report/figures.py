@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from cxrdistill.evaluation.plots import new_figure, save_figure
+from cxrdistill.figures import new_figure, save_figure
 
 
 def plot_training_curves(histories: dict[str, list[dict]], path: str | os.PathLike[str]) -> Path:
