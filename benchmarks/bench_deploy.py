@@ -19,8 +19,6 @@ fp32, 7-bit weights (``reduce_range``), and 1 vs 2 intra-op threads.
 
 from __future__ import annotations
 
-import concurrent.futures
-import multiprocessing
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -32,11 +30,11 @@ from _common import check, describe, median, parse, parser, ratio_interval, writ
 
 from cxrdistill.config import ExperimentConfig, ModelConfig
 from cxrdistill.deployment.export import export_onnx
-from cxrdistill.deployment.profile import current_rss_mb, peak_rss_mb, reset_peak_rss
 from cxrdistill.deployment.quantize import QuantizationSettings, quantize_onnx
 from cxrdistill.models import create_model
 from cxrdistill.provenance import cpu_name
 from cxrdistill.runtime.checkpoint import checkpoint_metadata, save_checkpoint
+from cxrdistill.runtime.resources import current_rss_mb, peak_rss_mb, reset_peak_rss, run_in_fresh_process
 
 NAME = "bench_deploy"
 MODELS = ("alexnet", "mobilenet_v3_small", "resnet18", "inception_v3")
@@ -219,12 +217,11 @@ def main(argv: list[str] | None = None) -> dict:
         del runners
 
         memory = {}
-        context = multiprocessing.get_context("spawn")
         for name, runtime in runtimes.items():
             if name.rpartition("/")[2] not in ("torch_fp32", "onnx_fp32", "onnx_int8"):
                 continue
-            with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-                memory[name] = pool.submit(peak_memory_mb, runtime, size, batch_size).result()
+            memory[name] = run_in_fresh_process(peak_memory_mb, runtime, size, batch_size,
+                                                what=f"measuring the memory of {name}")
 
     ratios, targets, table = {}, {}, []
     for name in runtimes:

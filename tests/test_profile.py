@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
-import time
-import types
 from pathlib import Path
 
 import pytest
-import torch
 from rich.console import Console
 
 from cxrdistill.config import ExperimentConfig, ModelConfig
 from cxrdistill.deployment.profile import (
     METRICS,
     ResourceProfile,
-    _GpuSampler,
     compare_profiles,
-    describe_machine,
     format_table,
     profile_model,
 )
@@ -124,58 +118,3 @@ def test_format_table_renders(alexnet: ResourceProfile, inception: ResourceProfi
     text = console.export_text()
     assert "inception_v3 / alexnet" in text and "GFLOPs / image" in text and "latency" in text
     assert "GPU utilisation" not in text  # rows with no value on any model are left out
-
-
-def test_describe_machine() -> None:
-    machine = describe_machine()
-    assert machine["cpu"] and machine["cores"] >= 1 and machine["torch"] and machine["date"]
-
-
-class _FakeNvml(types.ModuleType):
-    """Just enough of ``pynvml`` to run the sampler without a GPU."""
-
-    class NVMLError(Exception):
-        pass
-
-    def __init__(self) -> None:
-        super().__init__("pynvml")
-        self.uuid: bytes | None = None
-        self.shut_down = False
-        self.readings = iter([40, 90] + [60] * 10_000)
-
-    def nvmlInit(self) -> None:  # noqa: N802
-        pass
-
-    def nvmlShutdown(self) -> None:  # noqa: N802
-        self.shut_down = True
-
-    def nvmlDeviceGetHandleByUUID(self, uuid: bytes) -> str:  # noqa: N802
-        self.uuid = uuid
-        return "handle"
-
-    def nvmlDeviceGetUtilizationRates(self, handle: str) -> types.SimpleNamespace:  # noqa: N802
-        return types.SimpleNamespace(gpu=next(self.readings), memory=0)
-
-    def nvmlDeviceGetMemoryInfo(self, handle: str) -> types.SimpleNamespace:  # noqa: N802
-        return types.SimpleNamespace(used=2_000_000_000)
-
-
-def test_gpu_sampler_with_a_fake_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
-    fake = _FakeNvml()
-    monkeypatch.setitem(sys.modules, "pynvml", fake)
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: types.SimpleNamespace(uuid="abc-123"))
-    with _GpuSampler(torch.device("cuda", 0)) as sampler:
-        time.sleep(0.3)
-    summary = sampler.summary()
-    assert fake.uuid == b"GPU-abc-123" and fake.shut_down
-    assert summary["gpu_util_samples"] >= 3 and summary["gpu_util_max"] == 90
-    assert 40 < summary["gpu_util_mean"] < 90
-    assert summary["gpu_memory_used_max_mb"] == pytest.approx(2000)
-
-
-def test_gpu_sampler_without_pynvml(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails as if nvidia-ml-py were missing
-    with _GpuSampler(torch.device("cuda", 0)) as sampler:
-        pass
-    summary = sampler.summary()
-    assert summary["gpu_util_samples"] == 0 and "not installed" in summary["gpu_util_note"]

@@ -10,35 +10,26 @@ source paper's Table V reports GPU memory and utilisation while training). What 
 * Inference throughput: ``batches`` batches of ``batch_size`` timed as one region.
 * Training throughput: SGD steps with cross-entropy (plus InceptionV3's auxiliary head, as the trainer
   does) in train mode. CUDA is synchronised only before and after the timed loop, never per step.
-* CPU memory: the peak resident size of the process. ``ru_maxrss`` alone cannot give a per-model
-  figure: it never goes down, and on Linux it even survives ``fork``/``exec`` into a spawned child. On
-  Linux the kernel's peak mark (``VmHWM``) is therefore reset through ``/proc/self/clear_refs`` at the
-  start of each phase and read at its end, so inference and training peaks are each their own; where
-  that is not possible the process peak (``ru_maxrss``) is reported. By default (``isolate=True``) the
-  profile also runs in a fresh process started with multiprocessing ``spawn``, so memory freed by an
-  earlier model in the caller cannot linger in the figures. The increase of the higher peak over the
-  resident size before the model was built is reported too; ``memory_scope`` says which method applied.
+* CPU memory: the peak resident size of the process, its peak mark reset at the start of each phase and
+  read at its end, so inference and training peaks are each their own (Linux; elsewhere the process peak).
+  By default (``isolate=True``) the profile runs in a fresh spawned process, so memory freed by an earlier
+  model in the caller cannot linger in the figures. The increase of the higher peak over the resident size
+  before the model was built is reported too; ``memory_scope`` says which method applied. How:
+  :mod:`cxrdistill.runtime.resources`.
 * CPU time: process user + system time (all threads) per image, for inference and training.
 * CUDA memory: ``torch.cuda.max_memory_allocated`` (tensors) for inference and training separately, the
   caching allocator's peak reserve while training, and NVML's device-wide memory in use (CUDA context
   included, as ``nvidia-smi`` shows it).
-* GPU utilisation: NVML, sampled every 50 ms on a background thread during the timed training steps.
-  NVML itself averages over its own sample period (1/6 s to 1 s depending on the GPU), so short loops
-  give few distinct values. ``pynvml`` is imported only there, on CUDA.
+* GPU utilisation: NVML, sampled every 50 ms during the timed training steps (``runtime.resources.GpuSampler``).
 
 Sizes are in MB of 10^6 bytes.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import io
-import multiprocessing
 import os
-import resource
-import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,13 +44,19 @@ from cxrdistill.config import ModelConfig
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.models import MODELS, create_model, input_size
 from cxrdistill.models.summary import count_flops
-from cxrdistill.provenance import cpu_name, describe_machine  # noqa: F401 (describe_machine re-exported)
+from cxrdistill.provenance import cpu_name
 from cxrdistill.runtime.checkpoint import model_from_checkpoint
 from cxrdistill.runtime.device import Precision, resolve_device, resolve_precision
+from cxrdistill.runtime.resources import (
+    MB,
+    GpuSampler,
+    current_rss_mb,
+    peak_rss_mb,
+    reset_peak_rss,
+    run_in_fresh_process,
+)
 from cxrdistill.training.objectives import SupervisedObjective
 
-MB = 1e6
-NVML_INTERVAL_S = 0.05
 TRAIN_LR = 1e-3
 """Small enough that a few steps on random inputs stay finite (the cost, not the result, is measured)."""
 
@@ -188,14 +185,7 @@ def profile_model(
                        train_steps, warmup, torch.get_num_threads(), isolate)
     if not isolate:
         return _measure(request)
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        try:
-            return pool.submit(_measure, request).result()
-        except concurrent.futures.process.BrokenProcessPool as error:
-            raise RuntimeError(
-                f"the process profiling {target} died (killed for lack of memory?); try a smaller batch_size"
-            ) from error
+    return run_in_fresh_process(_measure, request, what=f"profiling {target}")
 
 
 def compare_profiles(a: ResourceProfile, b: ResourceProfile) -> dict[str, float]:
@@ -364,7 +354,7 @@ def _measure_training(model: nn.Module, request: _Request, size: int, precision:
     for _ in range(max(1, request.warmup)):
         step()
     _sync(device)
-    sampler = _GpuSampler(device) if device.type == "cuda" else None
+    sampler = GpuSampler(device) if device.type == "cuda" else None
     with sampler or contextlib.nullcontext():
         cpu_started, started = time.process_time(), time.perf_counter()
         for _ in range(request.train_steps):
@@ -392,109 +382,6 @@ def _reset_cuda_peaks(device: torch.device) -> None:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-class _GpuSampler:
-    """NVML utilisation and memory in use, sampled on a background thread while the block runs."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.utilisation: list[int] = []
-        self.memory_used: list[int] = []
-        self.note: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._nvml: Any = None
-        self._handle: Any = None
-
-    def __enter__(self) -> _GpuSampler:
-        try:
-            import pynvml
-        except ImportError:
-            self.note = "pynvml (nvidia-ml-py) is not installed: no utilisation samples"
-            return self
-        try:
-            pynvml.nvmlInit()
-        except pynvml.NVMLError as error:
-            self.note = f"NVML unavailable: {error}"
-            return self
-        self._nvml = pynvml
-        try:
-            self._handle = self._find_handle(pynvml)
-        except pynvml.NVMLError as error:
-            self.note = f"no NVML handle for {self.device}: {error}"
-            return self
-        self._thread = threading.Thread(target=self._run, name="nvml-sampler", daemon=True)
-        self._thread.start()
-        return self
-
-    def _find_handle(self, pynvml: Any) -> Any:
-        """Match by UUID, which survives CUDA_VISIBLE_DEVICES renumbering; fall back to the index."""
-        uuid = str(torch.cuda.get_device_properties(self.device).uuid)
-        uuid = uuid if uuid.startswith(("GPU-", "MIG-")) else f"GPU-{uuid}"
-        try:  # bytes: older nvidia-ml-py releases pass the argument to ctypes unconverted
-            return pynvml.nvmlDeviceGetHandleByUUID(uuid.encode())
-        except pynvml.NVMLError:
-            self.note = "NVML device matched by index, not UUID"
-            return pynvml.nvmlDeviceGetHandleByIndex(self.device.index or 0)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.utilisation.append(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu)
-                self.memory_used.append(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used)
-            except self._nvml.NVMLError as error:  # e.g. utilisation is not supported on MIG slices
-                self.note = f"NVML sampling failed: {error}"
-                return
-            self._stop.wait(NVML_INTERVAL_S)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-        if self._nvml is not None:
-            self._nvml.nvmlShutdown()
-
-    def summary(self) -> dict[str, Any]:
-        if not self.utilisation:
-            return {"gpu_util_samples": 0, "gpu_util_note": self.note or "no NVML samples (loop too short?)"}
-        return {
-            "gpu_util_mean": float(np.mean(self.utilisation)),
-            "gpu_util_max": float(max(self.utilisation)),
-            "gpu_util_samples": len(self.utilisation),
-            "gpu_memory_used_max_mb": max(self.memory_used) / MB,
-            "gpu_util_note": self.note,
-        }
-
-
-def reset_peak_rss() -> bool:
-    """Restart the kernel's peak-RSS mark (Linux 4.0+); False where the system offers no way to."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def peak_rss_mb() -> float:
-    """Peak resident size since the last reset (``VmHWM``), else the process peak (``ru_maxrss``)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / MB
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return peak / MB if sys.platform == "darwin" else peak * 1024 / MB
-
-
-def current_rss_mb() -> float:
-    """Resident size now (``/proc/self/statm``); elsewhere the peak so far, the closest available."""
-    try:
-        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except OSError:
-        return peak_rss_mb()
-    return resident_pages * os.sysconf("SC_PAGE_SIZE") / MB
 
 
 def _format(value: Any, fmt: str) -> str:
