@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import warnings
 from collections import Counter
@@ -12,7 +13,7 @@ import torch
 
 import cxrdistill.data.dataset as dataset_module
 from cxrdistill.config import DataConfig
-from cxrdistill.data.dataset import build_loaders
+from cxrdistill.data.dataset import augment_settings, build_loaders
 from cxrdistill.data.io import load_for_model
 from cxrdistill.data.layout import CLASS_NAMES, scan_dataset
 from cxrdistill.data.transforms import to_model_input
@@ -206,3 +207,15 @@ def test_memmap_cache_works_in_a_worker_process(synth_root: Path, tmp_path: Path
                 seen += 1
     assert seen == len(bundle.datasets["val"])
     del loader, bundle  # shut the persistent worker down
+
+
+def test_augment_settings_take_each_config_field_by_name():
+    """Every setting gets a distinct value, so a swap of any two (same type or not) would show."""
+    config = DataConfig(max_rotation=7.0, max_translate=0.03, scale_range=(0.8, 1.2), horizontal_flip=True,
+                        crop_scale=(0.6, 0.95), brightness=0.11, contrast=0.22, gamma_range=(0.7, 1.4),
+                        blur_probability=0.33, noise_std=0.044)
+    settings = augment_settings(config)
+    assert settings is not None
+    for field in dataclasses.fields(settings):
+        assert getattr(settings, field.name) == getattr(config, field.name), field.name
+    assert augment_settings(DataConfig(augment=False)) is None

@@ -14,6 +14,7 @@ epoch is still a function of ``(seed, epoch)`` and a run resumes exactly at any 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
@@ -163,12 +164,11 @@ class DataBundle:
 
 
 def augment_settings(config: DataConfig) -> AugmentSettings | None:
+    """The training augmentation a config asks for: each setting read from the config field of its own name,
+    so a field added, removed or reordered on either side can never hand one setting another's value."""
     if not config.augment:
         return None
-    return AugmentSettings(
-        config.max_rotation, config.max_translate, config.scale_range, config.horizontal_flip, config.crop_scale,
-        config.brightness, config.contrast, config.gamma_range, config.blur_probability, config.noise_std,
-    )
+    return AugmentSettings(**{field.name: getattr(config, field.name) for field in dataclasses.fields(AugmentSettings)})
 
 
 def build_dataset(
