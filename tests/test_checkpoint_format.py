@@ -15,15 +15,12 @@ from typer.testing import CliRunner
 
 import cxrdistill.files
 from cxrdistill.cli import app
-from cxrdistill.config import ExperimentConfig, ModelConfig
+from cxrdistill.config import ExperimentConfig
 from cxrdistill.files import DiskFullError
-from cxrdistill.models import create_model
 from cxrdistill.runtime.checkpoint import (
-    LEGACY_FORMAT,
     CheckpointError,
     checkpoint_files,
     checkpoint_metadata,
-    convert_checkpoint,
     load_checkpoint,
     load_training_state,
     model_from_checkpoint,
@@ -89,44 +86,13 @@ def test_metadata_update_keeps_the_weights(tmp_path):
     assert "calibration" not in load_checkpoint(weights)["metadata"]
 
 
-def old_format_checkpoint(path: pathlib.Path) -> torch.nn.Module:
-    """A checkpoint as cxrdistill wrote it before version 2: one pickled file, resume state included."""
-    config = ExperimentConfig(model=ModelConfig(name="resnet18"))
-    model = create_model(config.model, image_size=32)
-    metadata = checkpoint_metadata(config, 32)
-    metadata["config"]["data"]["scale_range"] = (0.9, 1.1)  # torch.save kept tuples
-    state = {"epoch": 3, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]},
-             "rng": {"torch": torch.arange(5, dtype=torch.uint8), "python": [1, 2, 3]}}
-    torch.save({"format": LEGACY_FORMAT, "model_state": model.state_dict(), "metadata": metadata,
-                "training_state": state}, path)
-    return model
-
-
-def test_old_checkpoint_is_converted_with_one_command(tmp_path):
-    old = tmp_path / "best.pt"
-    model = old_format_checkpoint(old)
-    with pytest.raises(CheckpointError, match="cxrdistill convert-checkpoint"):
-        load_checkpoint(old)
-    result = runner.invoke(app, ["convert-checkpoint", str(old)])
-    assert result.exit_code == 0, result.output
-    assert "best.safetensors" in result.output and old.is_file()  # the old file is left in place
-    reloaded, metadata = model_from_checkpoint(old)  # the old name now finds the converted pair
-    assert metadata["config"]["data"]["scale_range"] == [0.9, 1.1]
-    for key, value in model.state_dict().items():
-        assert torch.equal(reloaded.state_dict()[key], value), key
-    resume = load_training_state(old)  # with weights_only=True
-    assert resume["epoch"] == 3 and resume["rng"]["torch"].tolist() == [0, 1, 2, 3, 4]
-
-
 def test_code_in_a_checkpoint_is_never_run(tmp_path):
     marker = tmp_path / "code-ran"
     evil = tmp_path / "evil.pt"
-    torch.save({"format": LEGACY_FORMAT, "model_state": {}, "metadata": RunsCode(marker)}, evil)
-    with pytest.raises(CheckpointError, match="holds code"):
-        convert_checkpoint(evil)
-    with pytest.raises(CheckpointError, match="convert-checkpoint"):
-        model_from_checkpoint(evil)
-    # The same payload disguised as the new format: weights file and resume state.
+    torch.save({"model_state": {}, "metadata": RunsCode(marker)}, evil)
+    with pytest.raises(CheckpointError, match=r"evil.pt is not a cxrdistill checkpoint: .*evil.safetensors"):
+        model_from_checkpoint(evil)  # a pickled file is never opened, let alone unpickled
+    # The same payload disguised as a checkpoint: weights file and resume state.
     files = checkpoint_files(small_checkpoint(tmp_path / "evil.safetensors"))
     payload = io.BytesIO()
     torch.save(RunsCode(marker), payload)
@@ -199,9 +165,7 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_previous_file(tmp_path, monk
 
 
 def test_a_full_disk_during_a_command_prints_one_line(tmp_path, monkeypatch):
-    old = tmp_path / "best.pt"
-    old_format_checkpoint(old)
     FailingDisk(monkeypatch, 1, OSError(errno.ENOSPC, "No space left on device"))
-    result = runner.invoke(app, ["convert-checkpoint", str(old)])
+    result = runner.invoke(app, ["data", "synth", str(tmp_path / "synth")])
     assert result.exit_code == 2, result.output
     assert "no space left on the device" in result.output and "Traceback" not in result.output

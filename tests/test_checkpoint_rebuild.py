@@ -18,7 +18,13 @@ from torch.optim.swa_utils import update_bn
 from cxrdistill.config import ExperimentConfig, ModelConfig
 from cxrdistill.models import MODELS, create_model, model_spec
 from cxrdistill.models.weights import imagenet_weights_path
-from cxrdistill.runtime.checkpoint import checkpoint_metadata, load_checkpoint, model_from_checkpoint, save_checkpoint
+from cxrdistill.runtime.checkpoint import (
+    CheckpointError,
+    checkpoint_metadata,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 
 CASES = [(name, init) for name in MODELS.names() for init in ("scratch", "weights_file")] + [
     ("alexnet", "imagenet"), ("inception_v3", "imagenet")]
@@ -98,13 +104,11 @@ def test_checkpoint_records_how_the_model_was_built(weights_files, tmp_path):
                      "imagenet_input": True, "aux_head": True, "frontend": "none", "frontend_options": {}}
 
 
-def test_checkpoint_without_a_build_record_loads_as_before(tmp_path):
-    """Checkpoints written before the record existed are rebuilt from their config, as scratch models."""
-    config = ModelConfig(name="inception_v3")
-    live = create_model(config, image_size=75)
-    metadata = checkpoint_metadata(ExperimentConfig(model=config), 75)
+def test_checkpoint_without_a_build_record_is_refused(tmp_path):
+    """The build record is the one way a network is rebuilt; without it loading stops with what is missing."""
+    config = ModelConfig(name="resnet18")
+    metadata = checkpoint_metadata(ExperimentConfig(model=config), 32)
     del metadata["model_build"]
-    save_checkpoint(tmp_path / "old.pt", live, metadata)
-    reloaded, _ = model_from_checkpoint(tmp_path / "old.pt")
-    images = torch.randn(1, 3, 75, 75)
-    torch.testing.assert_close(logits(reloaded, images), logits(live, images))
+    save_checkpoint(tmp_path / "old.safetensors", create_model(config, image_size=32), metadata)
+    with pytest.raises(CheckpointError, match="records no model_build"):
+        model_from_checkpoint(tmp_path / "old.safetensors")

@@ -60,7 +60,7 @@ def test_models_table_json():
 def test_sweep_and_compare(synth_root, tmp_path):
     common = tiny_overrides(synth_root, tmp_path)
     assert runner.invoke(app, ["train", "--quiet", *common, "name=teacher", "data.image_size=40"]).exit_code == 0
-    teacher = tmp_path / "runs" / "teacher" / "best.pt"  # the old name still finds the checkpoint
+    teacher = tmp_path / "runs" / "teacher" / "best.safetensors"
     result = runner.invoke(app, ["sweep-temperature", "--quiet", "--teacher", str(teacher), "--temperatures", "1,4",
                                  "--out", str(tmp_path / "sweep"), *common])
     assert result.exit_code == 0, result.output

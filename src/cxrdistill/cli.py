@@ -259,23 +259,6 @@ def demo(
                f"{first['patients']} patients (none seen in training), threshold {first['threshold']:g}")
 
 
-@app.command("convert-checkpoint")
-@friendly_errors
-def convert_checkpoint(
-    checkpoints: Annotated[list[Path], typer.Argument(help="Old single-file checkpoints (NAME.pt).")],
-) -> None:
-    """Rewrite checkpoints of older versions (NAME.pt) as NAME.safetensors + NAME.json (+ NAME.state.pt).
-
-    The old file is read without running code (torch.load with weights_only=True) and left in place.
-    """
-    from cxrdistill.runtime.checkpoint import convert_checkpoint as convert
-
-    for old in checkpoints:
-        files = convert(old)
-        resume = f" + {files.state.name}" if files.state.is_file() else ""
-        console.print(f"{old} -> {files.weights} + {files.sidecar.name}{resume}", highlight=False)
-
-
 @app.command()
 @friendly_errors
 def export(

@@ -127,11 +127,6 @@ def _run_experiment(config: ExperimentConfig, resume: bool, progress: bool) -> R
     device = join_process_group(config)
     progress = progress and distributed.is_main_process()
     state_path = resume_state_path(config)
-    if (run_dir / "last.pt").exists() and not state_path.exists():
-        raise RunDirectoryError(
-            f"{run_dir} holds a run saved by an older cxrdistill (last.pt); convert its checkpoints once with "
-            f"`cxrdistill convert-checkpoint {run_dir / 'last.pt'} {run_dir / 'best.pt'}`, then run this again"
-        )
     if state_path.exists() and not resume:
         raise RunDirectoryError(
             f"{run_dir} already holds a run ({state_path.name}); pass --resume to continue it, "

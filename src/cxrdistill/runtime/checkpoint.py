@@ -8,13 +8,12 @@ A checkpoint ``NAME`` is two files side by side:
   validation metrics, and the SHA-256 of the weights file. Weights whose hash differs from the sidecar's
   are refused: a checkpoint is loaded only as the pair it was saved as.
 
-Commands take either file, or the old name ``NAME.pt`` (resolved to the pair), so ``cxrdistill evaluate
-runs/x/best.pt`` keeps working once the run is in the new format. Nothing is unpickled on load. A run's
+Commands take either file of the pair (any other name ``NAME.EXT`` names the pair ``NAME``). Nothing is
+unpickled on load. A run's
 ``last`` checkpoint also has ``last.state.pt``: the state ``--resume`` needs (weights, optimiser,
 scheduler, moving average, random-number generators), self-contained and written last, so a run killed
 at any moment resumes from one consistent file; it is read with ``torch.load(weights_only=True)``, which
-refuses anything but tensors and plain containers. Checkpoints written by older versions (one pickled
-``.pt`` file) are converted with ``cxrdistill convert-checkpoint OLD.pt`` (:func:`convert_checkpoint`).
+refuses anything but tensors and plain containers.
 
 The ``model_build`` record (:class:`cxrdistill.models.ModelBuild`) holds every setting that shapes the
 network but is not a weight (InceptionV3's ImageNet input transform, for one); models are rebuilt from
@@ -41,7 +40,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from cxrdistill import __version__
-from cxrdistill.config import ConfigError, ExperimentConfig, config_from_dict
+from cxrdistill.config import ExperimentConfig, config_from_dict
 from cxrdistill.data.layout import CLASS_NAMES
 from cxrdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cxrdistill.errors import CxrDistillError
@@ -49,8 +48,6 @@ from cxrdistill.files import atomic_write, atomic_write_bytes, atomic_write_text
 from cxrdistill.models import ModelBuild, model_build, network_normalization, rebuild_model
 
 CHECKPOINT_FORMAT = "cxrdistill-checkpoint/2"
-LEGACY_FORMAT = "cxrdistill-checkpoint/1"
-"""One pickled ``.pt`` file (weights, metadata and resume state), written before version 2."""
 TRAINING_STATE_FORMAT = "cxrdistill-training-state/1"
 WEIGHTS_SUFFIX = ".safetensors"
 SIDECAR_SUFFIX = ".json"
@@ -66,7 +63,7 @@ class CheckpointError(CxrDistillError, ValueError):
 
 @dataclass(frozen=True)
 class CheckpointFiles:
-    """The files of one checkpoint, named from any of them (or from the old ``NAME.pt``)."""
+    """The files of one checkpoint, named from any of them (or from ``NAME`` with any other suffix)."""
 
     weights: Path
     sidecar: Path
@@ -309,10 +306,8 @@ def _existing_files(path: str | Path) -> CheckpointFiles:
     if files.weights.is_file() and files.sidecar.is_file():
         return files
     if path.is_file() and path.suffix not in (WEIGHTS_SUFFIX, SIDECAR_SUFFIX):
-        raise CheckpointError(
-            f"{path} is not a checkpoint in the current format ({files.weights.name} + {files.sidecar.name}). If it "
-            f"is a checkpoint from an older cxrdistill, convert it once: cxrdistill convert-checkpoint {path}"
-        )
+        raise CheckpointError(f"{path} is not a cxrdistill checkpoint: a checkpoint is the pair "
+                              f"{files.weights.name} + {files.sidecar.name}, and they are not both there")
     missing = files.weights if not files.weights.is_file() else files.sidecar
     raise CheckpointError(f"checkpoint {path}: {missing} does not exist (a checkpoint is NAME{WEIGHTS_SUFFIX} "
                           f"with its sidecar NAME{SIDECAR_SUFFIX})")
@@ -338,16 +333,13 @@ def experiment_config(payload: dict[str, Any]) -> ExperimentConfig:
 
 
 def saved_model_build(payload: dict[str, Any]) -> ModelBuild:
-    """A checkpoint's ``model_build`` record; checkpoints written before it existed are rebuilt, as
-    they always were, from their config as scratch models."""
+    """A checkpoint's ``model_build`` record, checked to describe a network for its classes and size."""
     metadata = payload["metadata"]
+    if not isinstance(metadata.get("model_build"), dict):
+        raise CheckpointError("the checkpoint records no model_build: it does not say how to rebuild its network")
     try:
-        if "model_build" in metadata:
-            build = ModelBuild(**metadata["model_build"])
-        else:
-            model_config = dataclasses.replace(experiment_config(payload).model, init="scratch")
-            build = model_build(model_config, len(metadata["class_names"]), int(metadata["input_size"]))
-    except (TypeError, ConfigError) as error:
+        build = ModelBuild(**metadata["model_build"])
+    except TypeError as error:
         raise CheckpointError(f"the checkpoint's model record is unusable: {error}") from error
     numbers_fit = (isinstance(build.num_classes, int) and build.num_classes == len(metadata["class_names"])
                    and isinstance(build.input_size, int) and 1 <= build.input_size <= MAX_INPUT_SIZE
@@ -379,39 +371,3 @@ def check_class_names(metadata: dict[str, Any], source: str) -> None:
             f"{source} was trained with classes {metadata.get('class_names')}, but this toolkit's data use "
             f"{list(CLASS_NAMES)} in that order; its outputs would be misread"
         )
-
-
-# -- old format --------------------------------------------------------------------------------
-def convert_checkpoint(old: str | Path, out: str | Path | None = None) -> CheckpointFiles:
-    """Rewrite an old single-file ``.pt`` checkpoint as ``NAME.safetensors`` + ``NAME.json`` (+ ``NAME.state.pt``).
-
-    The old file is read with ``torch.load(weights_only=True)``, which refuses anything that would run
-    code; it is left in place. ``out`` defaults to the old file's name beside it.
-    """
-    old = Path(old)
-    if not old.is_file():
-        raise CheckpointError(f"checkpoint {old} does not exist")
-    try:
-        payload = torch.load(old, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many kinds for non-checkpoints and for refused pickles
-        raise CheckpointError(f"{old} is not a readable old-format checkpoint (corrupt, truncated, or holds code): "
-                              f"{error}") from error
-    if not isinstance(payload, dict) or payload.get("format") != LEGACY_FORMAT:
-        raise CheckpointError(f"{old} is not an old-format cxrdistill checkpoint (no {LEGACY_FORMAT!r} marker)")
-    metadata = _json_safe(payload["metadata"])
-    files = save_weights(out if out is not None else old, payload["model_state"], metadata)
-    if payload.get("training_state"):
-        save_training_state(files.state, {**payload["training_state"], "model_state": payload["model_state"]},
-                            metadata)
-    return files
-
-
-def _json_safe(value: Any) -> Any:
-    """Old metadata as JSON data: tuples become lists, tensors lists of numbers."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    return value
