@@ -32,6 +32,9 @@ PolicyOption = Annotated[str | None, typer.Option(
     help="Threshold policy: youden, min_sensitivity or fixed (default: the checkpoint's evaluation setting).")]
 MinSensitivityOption = Annotated[float | None, typer.Option(help="Target for --policy min_sensitivity.")]
 FixedThresholdOption = Annotated[float | None, typer.Option(help="Threshold for --policy fixed.")]
+OperatingPointOption = Annotated[str, typer.Option(
+    "--operating-point", help="Threshold without --threshold: 'default' (one fitted at the site, else 0.5), "
+    "'stored' (the stored one, even if chosen on the internal validation split) or '0.5'.")]
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -319,8 +322,8 @@ def predict(
     model: Annotated[Path, typer.Argument(help="A checkpoint (.safetensors) or an exported model (.onnx).")],
     inputs: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, TIFF, DICOM) or folders of them.")],
     threshold: Annotated[float | None, typer.Option(
-        help="PNEUMONIA when its probability is at least this (default: the model's stored operating point, "
-             "else 0.5).", min=0.0, max=1.0)] = None,
+        help="PNEUMONIA when its probability is at least this (default: see --operating-point).",
+        min=0.0, max=1.0)] = None,
     out: Annotated[Path | None, typer.Option(
         help="Write a CSV (file, probability, label, threshold, heatmap, error, ood_score, ood_flag) and print a "
              "summary.")] = None,
@@ -329,19 +332,23 @@ def predict(
         help="With an .onnx MODEL: the checkpoint it was exported from, for --heatmap.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    operating_point: OperatingPointOption = "default",
 ) -> None:
     """Classify images with a student (PyTorch checkpoint or ONNX via ONNX Runtime); unreadable files are
     listed and skipped."""
     from dataclasses import asdict
 
-    from cxrdistill.deployment.predict import expand_inputs, predict_files, write_predictions_csv
+    from cxrdistill.deployment.predict import Predictor, expand_inputs, predict_files, write_predictions_csv
     from cxrdistill.errors import InvalidArgumentError
 
     files = expand_inputs(inputs)
     if not files:
         raise InvalidArgumentError(f"no image files in {', '.join(map(str, inputs))}")
-    results = predict_files(model, files, threshold, heatmap_dir=heatmap, checkpoint=checkpoint,
-                            progress=not (as_json or quiet))
+    predictor = Predictor(model, threshold, checkpoint, operating_point)
+    if not as_json:
+        console.print(f"threshold {predictor.threshold:.4g}: {predictor.threshold_in_use.rule} "
+                      f"({predictor.threshold_in_use.reason})", highlight=False)
+    results = predict_files(predictor, files, heatmap_dir=heatmap, progress=not (as_json or quiet))
     if out is not None:
         write_predictions_csv(results, out)
     if as_json:
@@ -399,8 +406,9 @@ def serve(
     checkpoint: Annotated[Path | None, typer.Option(
         help="With an .onnx MODEL: the checkpoint it was exported from, for heat maps.")] = None,
     threshold: Annotated[float | None, typer.Option(
-        help="PNEUMONIA threshold (default: the model's stored operating point, else 0.5).", min=0.0, max=1.0)] = None,
+        help="PNEUMONIA threshold (default: see --operating-point).", min=0.0, max=1.0)] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest accepted upload, in MiB.", min=0.001)] = 64.0,
+    operating_point: OperatingPointOption = "default",
 ) -> None:
     """Serve the model over HTTP: a page at / to upload an X-ray, POST /predict, GET /health."""
     from cxrdistill.deployment.service import is_loopback
@@ -411,7 +419,7 @@ def serve(
                      "can reach this address can upload images", highlight=False)
     console.print(f"serving {model} at http://{host}:{port}/ (research software, not a medical device)",
                   highlight=False)
-    run_service(model, host, port, checkpoint, threshold, int(max_upload_mb * 1024 * 1024))
+    run_service(model, host, port, checkpoint, threshold, int(max_upload_mb * 1024 * 1024), operating_point)
 
 
 def with_external(config: ExperimentConfig, external: list[Path] | None) -> ExperimentConfig:
@@ -550,6 +558,32 @@ def calibrate(
     console.print(f"wrote {result.checkpoint}: temperature {result.temperature:.4g}, threshold "
                   f"{result.operating_point['threshold']:.4g} ({result.operating_point['policy']}) fitted on "
                   f"{result.calibration['count']} images of {result.calibration['data']}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def adapt(
+    checkpoint: Path,
+    images: Annotated[Path, typer.Option(help="A folder of the site's films (unlabelled; class folders are not "
+                                              "read as labels).")],
+    out: Annotated[Path, typer.Option(help="Where to write the adapted checkpoint.")],
+    prior: Annotated[bool, typer.Option(help="Estimate the site's share of pneumonia (EM) and correct for it.")] = True,
+    batchnorm: Annotated[bool, typer.Option(help="Re-estimate BatchNorm statistics on the films (AdaBN).")] = True,
+    training_prior: Annotated[float | None, typer.Option(
+        help="Share of pneumonia the model's outputs assume (default: 0.5 for class-balanced training).",
+        min=0.0, max=1.0)] = None,
+    device: str = "auto",
+) -> None:
+    """Adapt a model to a site from unlabelled films: share of pneumonia, BatchNorm statistics (new checkpoint)."""
+    from cxrdistill.evaluation.adaptation import adapt_checkpoint
+
+    result = adapt_checkpoint(checkpoint, images, out, prior, batchnorm, training_prior, device)
+    record, shift = result.adaptation, result.prior_shift
+    console.print(f"wrote {result.checkpoint}: adapted {', '.join(record['adapted']) or 'nothing'} on "
+                  f"{record['images']} images; BatchNorm {record['batchnorm']}", highlight=False)
+    if shift:
+        console.print(f"share of pneumonia: model assumed {shift['model_prior']:.3g} ({shift['model_prior_source']}), "
+                      f"site estimated {shift['site_prior']:.3g}", highlight=False)
 
 
 @app.command("calibrate-and-evaluate")

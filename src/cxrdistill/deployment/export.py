@@ -5,7 +5,8 @@ channels (exactly :func:`cxrdistill.data.transforms.to_model_input`), and return
 The checkpoint's metadata (classes, input size, normalisation, intended use, operating point and
 calibration) goes into the ONNX file's metadata so that the exported model explains itself. A
 calibrated checkpoint's temperature is part of the graph: its ``logits`` are already divided by T,
-so a softmax over them gives the calibrated probabilities, and the stored threshold applies to those.
+so a softmax over them gives the calibrated probabilities, and the stored threshold applies to those;
+so is an adapted checkpoint's move to the site's share of pneumonia (``cxrdistill adapt``).
 Export is verified: ONNX Runtime must reproduce PyTorch's logits on random input, otherwise the file is not kept.
 
 A checkpoint with a fitted out-of-distribution check (:mod:`cxrdistill.deployment.ood`) exports a second
@@ -122,7 +123,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, tolerance: float = 1e-3
                     "intensity_normalization", "intended_use"):
             entry = graph.metadata_props.add()
             entry.key, entry.value = key, json.dumps(metadata.get(key, "none"))
-        for key in ("operating_point", "calibration", OOD_KEY):  # absent from uncalibrated and older checkpoints
+        for key in ("operating_point", "calibration", "prior_shift", "adaptation", OOD_KEY):  # absent unless fitted
             entry = graph.metadata_props.add()
             entry.key, entry.value = key, json.dumps(metadata.get(key))
         onnx.save(graph, staged)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cxrdistill.evaluation.calibration import threshold_in_use
 from cxrdistill.evaluation.evaluate import RUN_EVALUATION_FILE
 from cxrdistill.files import atomic_write_text
 from cxrdistill.runtime.checkpoint import load_checkpoint
@@ -55,6 +56,20 @@ def evaluation_section(checkpoint: Path) -> list[str]:
     return lines
 
 
+def adaptation_lines(metadata: dict) -> list[str]:
+    """What ``cxrdistill adapt`` changed, from the sidecar's ``adaptation`` and ``prior_shift`` records."""
+    record, shift = metadata.get("adaptation"), metadata.get("prior_shift")
+    if not record:
+        return []
+    lines = [f"* Adapted to a site on {record['images']} unlabelled images (file list SHA-256 "
+             f"{record['files_sha256'][:12]}...): BatchNorm {record['batchnorm']}."]
+    if shift:
+        lines.append(f"* Probabilities moved from the model's share of pneumonia ({shift['model_prior']:.3g}, "
+                     f"{shift['model_prior_source']}) to the site's estimated share ({shift['site_prior']:.3g}, "
+                     f"{shift['estimator']}).")
+    return lines
+
+
 def training_summary(config: dict) -> str:
     train, distill = config.get("train", {}), config.get("distill", {})
     how = (f"distilled from the teacher `{distill['teacher']}` at T = {distill.get('temperature')}"
@@ -69,9 +84,8 @@ def write_model_card(checkpoint: str | Path, exported: str | Path) -> Path:
     metadata = load_checkpoint(checkpoint)["metadata"]
     config = metadata.get("config", {})
     data = config.get("data", {})
-    point = metadata.get("operating_point")
-    threshold = (f"{point['threshold']:.4g} ({point['policy']}, chosen on {point['chosen_on']})" if point
-                 else "0.5 (no operating point stored)")
+    in_use = threshold_in_use(metadata)
+    threshold = f"{in_use.threshold:.4g}, {in_use.rule}: {in_use.reason}"
     temperature = (metadata.get("calibration") or {}).get("temperature")
     lines = [
         f"# Model card: {exported.name}",
@@ -86,6 +100,7 @@ def write_model_card(checkpoint: str | Path, exported: str | Path) -> Path:
         f"(positive class {metadata['positive_class']}).",
         f"* Decision threshold on P({metadata['positive_class']}): {threshold}"
         + (f"; probabilities calibrated with temperature {temperature:.4g}." if temperature else "."),
+        *adaptation_lines(metadata),
         f"* Versions: {metadata.get('versions')}; created {metadata.get('created')}.",
         "",
         "## Data",

@@ -40,7 +40,7 @@ from cxrdistill.data.dataset import build_dataset, default_num_workers, resolve_
 from cxrdistill.data.layout import ImageRecord
 from cxrdistill.deployment.heatmap import find_target_layer
 from cxrdistill.errors import CxrDistillError, InvalidArgumentError
-from cxrdistill.evaluation.calibration import TemperatureScaled
+from cxrdistill.evaluation.calibration import PriorShifted, TemperatureScaled
 from cxrdistill.evaluation.evaluate import load_for_evaluation, records_for
 from cxrdistill.registry import Registry
 from cxrdistill.runtime.checkpoint import (
@@ -92,8 +92,10 @@ FEATURE_SOURCES.register("pooled")(FeatureSource(_last_conv_block, False,
 
 
 def base_network(served: nn.Module) -> nn.Module:
-    """The network inside a temperature-scaled model (layer names are the checkpoint's own)."""
-    return served.network if isinstance(served, TemperatureScaled) else served
+    """The network inside a temperature-scaled or prior-shifted model (layer names are the checkpoint's own)."""
+    while isinstance(served, (TemperatureScaled, PriorShifted)):
+        served = served.network
+    return served
 
 
 class FeatureTap(nn.Module):

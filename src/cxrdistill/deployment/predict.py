@@ -27,7 +27,7 @@ from cxrdistill.data.transforms import normalize_intensity, to_model_input
 from cxrdistill.deployment.heatmap import GradCam, overlay
 from cxrdistill.deployment.ood import FLAG_TEXT, load_ood, stored_ood_threshold
 from cxrdistill.errors import InvalidArgumentError
-from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, load_served_model, stored_threshold
+from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, load_served_model, threshold_in_use
 from cxrdistill.files import atomic_write, atomic_write_text, file_digest
 from cxrdistill.runtime.checkpoint import CheckpointError, checkpoint_files
 
@@ -98,12 +98,14 @@ class Predictor:
     """One model loaded once: probabilities (and, with a PyTorch model, Grad-CAM maps) for grey images.
 
     ``model_path`` is a checkpoint or an ONNX file; ``checkpoint`` (for an ONNX model) is the PyTorch
-    checkpoint it was exported from, used for heat maps only. ``threshold`` defaults to the model's
-    stored operating point, else 0.5.
+    checkpoint it was exported from, used for heat maps only. ``threshold`` defaults to the one
+    ``operating_point`` picks from the model's metadata (see
+    :data:`cxrdistill.evaluation.calibration.THRESHOLD_CHOICES`): by default a threshold fitted at the
+    site, else 0.5.
     """
 
     def __init__(self, model_path: str | Path, threshold: float | None = None,
-                 checkpoint: str | Path | None = None) -> None:
+                 checkpoint: str | Path | None = None, operating_point: str = "default") -> None:
         self.model_path = Path(model_path)
         if self.model_path.suffix != ".onnx":  # NAME.pt or NAME.json name the checkpoint pair too
             self.model_path = checkpoint_files(self.model_path).weights
@@ -121,8 +123,8 @@ class Predictor:
             self._torch_model, self.metadata = load_served_model(self.model_path)
             self._torch_model.eval()
             self._run = _torch_runner(self._torch_model, load_ood(self.model_path, self._torch_model, self.metadata))
-        stored = stored_threshold(self.metadata)
-        self.threshold = threshold if threshold is not None else (DEFAULT_THRESHOLD if stored is None else stored)
+        self.threshold_in_use = threshold_in_use(self.metadata, operating_point, threshold)
+        self.threshold = self.threshold_in_use.threshold
         self.ood_threshold = stored_ood_threshold(self.metadata)
         """Scores above it are flagged "not like the training images"; ``None``: the model has no fitted check."""
         self.input_size = int(self.metadata["input_size"])
@@ -210,16 +212,18 @@ def _heatmap_names(files: Sequence[Path]) -> list[str]:
     return names
 
 
-def predict_files(model_path: str | Path, files: Sequence[str | Path], threshold: float | None = None,
+def predict_files(model_path: str | Path | Predictor, files: Sequence[str | Path], threshold: float | None = None,
                   batch_size: int = 16, heatmap_dir: str | Path | None = None, checkpoint: str | Path | None = None,
-                  progress: bool = False) -> list[FilePrediction]:
+                  progress: bool = False, operating_point: str = "default") -> list[FilePrediction]:
     """Probability of PNEUMONIA per file; unreadable files get an error entry instead of stopping the batch.
 
-    ``threshold`` defaults to the model's stored operating point (checkpoint or ONNX metadata), else 0.5.
+    ``threshold`` defaults to the one ``operating_point`` picks (see :class:`Predictor`); a loaded
+    :class:`Predictor` may be passed instead of a path, with its own threshold.
     With ``heatmap_dir`` a Grad-CAM overlay PNG is written there per readable file (see :class:`Predictor`
     for ``checkpoint``).
     """
-    predictor = Predictor(model_path, threshold, checkpoint)
+    predictor = (model_path if isinstance(model_path, Predictor)
+                 else Predictor(model_path, threshold, checkpoint, operating_point))
     if heatmap_dir is not None:
         predictor.require_heatmaps()  # before any work is done
     paths = [Path(f) for f in files]

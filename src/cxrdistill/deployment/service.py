@@ -5,10 +5,10 @@ with uvicorn, bound to 127.0.0.1 unless told otherwise: the service has no authe
 one workstation or a trusted network. Endpoints:
 
 * ``POST /predict`` — multipart upload (field ``file``) of a JPEG, PNG or DICOM; ``?heatmap=true`` adds a
-  Grad-CAM overlay as a base64 PNG. Answers ``{"probability", "label", "threshold", "model"}``, and, when
-  the model has a fitted out-of-distribution check, ``"ood": {"score", "threshold", "flagged", "message"}``
+  Grad-CAM overlay as a base64 PNG. Answers ``{"probability", "label", "threshold", "threshold_rule", "model"}``,
+  and, when the model has a fitted out-of-distribution check, ``"ood": {"score", "threshold", "flagged", "message"}``
   (``flagged``: the image is not like the training images; its label is still given).
-* ``GET /health`` — the model's id and settings.
+* ``GET /health`` — the model's id and settings, with the threshold in use and why.
 * ``GET /`` — a self-contained page (no external scripts) to choose or drop an image and see the result.
 
 Uploads never touch the file system: the body is read into memory up to ``max_upload_bytes`` (a larger
@@ -96,9 +96,9 @@ def _page() -> str:
 
 
 def create_app(model_path: str | Path, checkpoint: str | Path | None = None, threshold: float | None = None,
-               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> FastAPI:
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES, operating_point: str = "default") -> FastAPI:
     """The service for one model (checkpoint or ONNX; ``checkpoint`` adds heat maps to an ONNX model)."""
-    predictor = Predictor(model_path, threshold, checkpoint)
+    predictor = Predictor(model_path, threshold, checkpoint, operating_point)
     model_lock = threading.Lock()
     app = FastAPI(title="cxrdistill", summary="Pneumonia probability for a chest X-ray. Research software.",
                   docs_url=None, redoc_url=None, openapi_url=None)  # the interactive docs load scripts from a CDN
@@ -111,7 +111,8 @@ def create_app(model_path: str | Path, checkpoint: str | Path | None = None, thr
             cam = predictor.heatmaps(inputs)[0] if heatmap else None
         probability, score = probabilities[0], scores[0]
         answer: dict[str, Any] = {"probability": probability, "label": predictor.label(probability),
-                                  "threshold": predictor.threshold, "model": predictor.model_id}
+                                  "threshold": predictor.threshold, "threshold_rule": predictor.threshold_in_use.rule,
+                                  "model": predictor.model_id}
         if score is not None:
             flagged = bool(predictor.is_unfamiliar(score))
             answer["ood"] = {"score": score, "threshold": predictor.ood_threshold, "flagged": flagged,
@@ -132,6 +133,8 @@ def create_app(model_path: str | Path, checkpoint: str | Path | None = None, thr
     def health() -> dict[str, Any]:
         return {"status": "ok", "model": predictor.model_id, "architecture": predictor.metadata.get("architecture"),
                 "input_size": predictor.input_size, "threshold": predictor.threshold,
+                "threshold_rule": predictor.threshold_in_use.rule,
+                "threshold_reason": predictor.threshold_in_use.reason,
                 "heatmaps": predictor.has_heatmaps, "max_upload_bytes": max_upload_bytes,
                 "ood_threshold": predictor.ood_threshold}
 
@@ -170,9 +173,10 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(model_path: str | Path, host: str = "127.0.0.1", port: int = 8000, checkpoint: str | Path | None = None,
-          threshold: float | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> None:
+          threshold: float | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+          operating_point: str = "default") -> None:
     """Run the service with uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(create_app(model_path, checkpoint, threshold, max_upload_bytes), host=host, port=port,
+    uvicorn.run(create_app(model_path, checkpoint, threshold, max_upload_bytes, operating_point), host=host, port=port,
                 log_level="info")

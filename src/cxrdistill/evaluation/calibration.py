@@ -15,6 +15,8 @@ checkpoint's metadata and applied wherever the model is used (evaluation, predic
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from cxrdistill.config import EvaluationConfig
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.metrics import binary_metrics, check_binary_inputs
 from cxrdistill.evaluation.predict import Predictions
+from cxrdistill.registry import Registry
 from cxrdistill.runtime import distributed
 from cxrdistill.runtime.checkpoint import model_from_checkpoint, update_checkpoint_metadata
 
@@ -150,7 +153,100 @@ def stored_threshold(metadata: dict[str, Any]) -> float | None:
 
 
 def load_served_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The checkpoint's network with its stored temperature applied: what evaluation and deployment run."""
+    """The checkpoint's network with its stored temperature and site prior applied: what evaluation and
+    deployment run."""
     model, metadata = model_from_checkpoint(path)
     temperature = stored_temperature(metadata)
-    return (model if temperature == 1.0 else TemperatureScaled(model, temperature)), metadata
+    served = model if temperature == 1.0 else TemperatureScaled(model, temperature)
+    shift = metadata.get("prior_shift")
+    return (served if shift is None else PriorShifted(served, shift["model_prior"], shift["site_prior"])), metadata
+
+
+# -- the share of pneumonia at a site (prior shift) ---------------------------------------------
+def prior_log_ratios(model_prior: float, site_prior: float) -> np.ndarray:
+    """Per class ``log(site share / share the model's outputs assume)``: added to the logits, it turns the
+    model's posterior into the one for the site's share of pneumonia (Bayes' rule; Saerens et al. 2002)."""
+    for name, value in (("model prior", model_prior), ("site prior", site_prior)):
+        if not 0.0 < value < 1.0:
+            raise InvalidArgumentError(f"the {name} must be a share strictly between 0 and 1, got {value}")
+    return np.log([(1.0 - site_prior) / (1.0 - model_prior), site_prior / model_prior])
+
+
+class PriorShifted(nn.Module):
+    """A network whose logits are moved to a site's share of pneumonia: the adapted model, as served and exported."""
+
+    def __init__(self, network: nn.Module, model_prior: float, site_prior: float) -> None:
+        super().__init__()
+        self.network = network
+        self.register_buffer("log_ratios", torch.tensor(prior_log_ratios(model_prior, site_prior),
+                                                        dtype=torch.float32))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images) + self.log_ratios
+
+
+# -- which threshold a deployed model decides at -------------------------------------------------
+INTERNAL_SPLITS: frozenset[str] = frozenset({"val", "test"})
+"""Operating points chosen on these (patient-wise parts of the training folder) do not transfer to new
+patients: on a later cohort Youden's threshold on val cost 2-3 points of accuracy and up to 15 of
+specificity against 0.5 (docs/site-adaptation.md)."""
+
+
+@dataclass(frozen=True)
+class ThresholdInUse:
+    """The threshold a prediction is decided at, and why: shown by ``predict``, ``serve`` and the model card."""
+
+    threshold: float
+    rule: str
+    """Policy and where it was fitted, e.g. ``"0.5 (default)"`` or ``"youden on local calibration data"``."""
+    reason: str
+
+
+THRESHOLD_CHOICES = Registry[Callable[[dict[str, Any]], ThresholdInUse]]("threshold choice")
+"""How ``predict``/``serve`` pick the threshold from a model's metadata (``--operating-point``)."""
+
+
+def _stored_point(metadata: dict[str, Any]) -> ThresholdInUse | None:
+    point = metadata.get("operating_point")
+    if not point:
+        return None
+    return ThresholdInUse(float(point["threshold"]), f"{point['policy']} on {point['chosen_on']}",
+                          f"the model's stored operating point ({point.get('count', '?')} images)")
+
+
+@THRESHOLD_CHOICES.register("default")
+def default_threshold(metadata: dict[str, Any]) -> ThresholdInUse:
+    """A threshold fitted at the site (calibrate, adapt); otherwise 0.5, which transferred to new patients
+    better than any threshold chosen on the internal validation split."""
+    stored = _stored_point(metadata)
+    point = metadata.get("operating_point") or {}
+    if stored is not None and point.get("chosen_on") not in INTERNAL_SPLITS:
+        return ThresholdInUse(stored.threshold, stored.rule, "fitted at this site: " + stored.reason)
+    why = "no operating point stored" if stored is None else (
+        f"the stored {stored.rule} ({stored.threshold:.4g}) was chosen on the internal {point['chosen_on']} split, "
+        f"which did not transfer to new patients; --operating-point stored uses it")
+    return ThresholdInUse(DEFAULT_THRESHOLD, f"{DEFAULT_THRESHOLD:g} (default)", why)
+
+
+@THRESHOLD_CHOICES.register("stored")
+def stored_operating_point(metadata: dict[str, Any]) -> ThresholdInUse:
+    """The stored operating point, wherever it was chosen."""
+    stored = _stored_point(metadata)
+    if stored is None:
+        raise InvalidArgumentError("this model stores no operating point; use --operating-point default or "
+                                   "--threshold")
+    return stored
+
+
+@THRESHOLD_CHOICES.register("0.5")
+def conventional_threshold(metadata: dict[str, Any]) -> ThresholdInUse:
+    """0.5 whatever the model stores."""
+    return ThresholdInUse(DEFAULT_THRESHOLD, f"{DEFAULT_THRESHOLD:g}", "asked for")
+
+
+def threshold_in_use(metadata: dict[str, Any], choice: str = "default",
+                     threshold: float | None = None) -> ThresholdInUse:
+    """The threshold to decide at: ``threshold`` when given, else the one ``choice`` picks from ``metadata``."""
+    if threshold is not None:
+        return ThresholdInUse(float(threshold), f"{threshold:g} (given)", "given on the command line")
+    return THRESHOLD_CHOICES.get(choice)(metadata)
