@@ -24,7 +24,7 @@ def test_export_writes_a_model_card_with_metrics_threshold_and_limits(synth_root
     point = load_checkpoint(run.final_checkpoint)["metadata"]["operating_point"]
     evaluation = json.loads((run.run_dir / "evaluation.json").read_text())
     accuracy = evaluation["sets"]["site_b"]["results"][0]["metrics"]["accuracy"]
-    assert f"{point['threshold']:.4g} ({point['policy']}, chosen on val)" in card
+    assert f"0.5, 0.5 (default): the stored {point['policy']} on val ({point['threshold']:.4g})" in card
     assert f"{accuracy['value']:.3f} [{accuracy['low']:.3f}, {accuracy['high']:.3f}]" in card
     for text in ("| test (", "| site_b (", "not a medical device", "paediatric", "single centre",
                  "10.17632/rscbjbr9sj.2", "resnet18 at 32 px", "supervised on the labels only"):

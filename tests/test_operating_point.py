@@ -64,14 +64,15 @@ def test_the_stored_threshold_is_used_by_predict_evaluate_and_onnx(model_and_ima
     update_checkpoint_metadata(checkpoint, {"operating_point": {"threshold": threshold, "policy": "fixed",
                                                                 "chosen_on": "test"}})
 
-    stored = predict_files(checkpoint, files)
+    assert {r.threshold for r in predict_files(checkpoint, files)} == {0.5}  # chosen on an internal split
+    stored = predict_files(checkpoint, files, operating_point="stored")
     assert [r.predicted for r in stored] == expected and stored[0].threshold == threshold
     assert {r.predicted for r in predict_files(checkpoint, files, threshold=0.0)} == {"PNEUMONIA"}  # override
 
     onnx_path = export_onnx(checkpoint, tmp_path / "model.onnx").path
     props = {p.key: json.loads(p.value) for p in onnx.load(onnx_path).metadata_props}
     assert props["operating_point"]["threshold"] == threshold and props["calibration"] is None
-    assert [r.predicted for r in predict_files(onnx_path, files)] == expected
+    assert [r.predicted for r in predict_files(onnx_path, files, operating_point="stored")] == expected
 
     report = evaluate_checkpoint(checkpoint, files[0].parent.parent, out_dir=tmp_path / "eval", n_bootstrap=10,
                                  progress=False)

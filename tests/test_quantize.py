@@ -79,7 +79,8 @@ def test_int8_outputs_agree_with_fp32_on_validation_and_external_images(exported
 def test_predict_runs_the_int8_file_at_the_stored_threshold(exported, synth_root):
     checkpoint, fp32, int8, _, _ = exported
     files = sorted((synth_root / "test").rglob("*.jpeg"))[:6]
-    quantised, reference = predict_files(int8, files), predict_files(fp32, files)
+    quantised = predict_files(int8, files, operating_point="stored")
+    reference = predict_files(fp32, files, operating_point="stored")
     threshold = stored_threshold(load_checkpoint(checkpoint)["metadata"])
     for q, r in zip(quantised, reference, strict=True):
         assert q.threshold == pytest.approx(threshold) and q.error is None

@@ -127,6 +127,23 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(1.0 / result.x)
 
 
+@dataclass(frozen=True)
+class LocalCalibration:
+    """Temperature and threshold fitted on a site's labelled logits (``cxrdistill calibrate`` and its studies)."""
+
+    temperature: float
+    threshold: float
+
+
+def fit_local_calibration(logits: np.ndarray, labels: np.ndarray, settings: EvaluationConfig) -> LocalCalibration:
+    """Fit the temperature on raw logits, then pick the threshold with ``settings`` on the calibrated probabilities."""
+    temperature = fit_temperature(logits, labels)
+    calibrated = Predictions(np.asarray(labels), np.asarray(logits, dtype=float) / temperature, [])
+    threshold = choose_threshold(calibrated.labels, calibrated.prob_positive, settings.threshold_policy,
+                                 settings.min_sensitivity, settings.fixed_threshold)
+    return LocalCalibration(temperature, threshold)
+
+
 class TemperatureScaled(nn.Module):
     """A network whose logits are divided by a fixed temperature: the calibrated model, as served and exported."""
 

@@ -22,7 +22,7 @@ from cxrdistill.config import EvaluationConfig, config_from_dict
 from cxrdistill.data.layout import CLASS_NAMES, ImageRecord
 from cxrdistill.data.splits import split_patients
 from cxrdistill.errors import InvalidArgumentError
-from cxrdistill.evaluation.calibration import fit_temperature, nll_at_temperature, store_operating_point
+from cxrdistill.evaluation.calibration import fit_local_calibration, nll_at_temperature, store_operating_point
 from cxrdistill.evaluation.evaluate import (
     EvaluationReport,
     load_for_evaluation,
@@ -79,7 +79,7 @@ def calibrate_on_records(
     config = config_from_dict(metadata["config"])
     settings = dataclasses.replace(config.evaluation, **{k: v for k, v in policy.items() if v is not None})
     records, raw = predict_records(network, metadata, config.data, records, device, progress=progress)
-    temperature = fit_temperature(raw.logits, raw.labels)
+    temperature = fit_local_calibration(raw.logits, raw.labels, settings).temperature
     calibration = {
         "temperature": temperature, "data": description, "count": len(records),
         "patients": len({r.patient for r in records}), "calibrated_from": str(checkpoint),
