@@ -39,4 +39,4 @@ def test_model_card_says_when_a_model_was_never_evaluated(tmp_path):
                                  checkpoint_metadata(config, 32))
     export_onnx(checkpoint, tmp_path / "m.onnx")
     card = (tmp_path / MODEL_CARD).read_text()
-    assert "was not evaluated after training" in card and "0.5 (no operating point stored)" in card
+    assert "was not evaluated after training" in card and "0.5 (default): no operating point stored" in card
