@@ -133,6 +133,7 @@ def test_gpu_profile_cpu_smoke(tmp_path: Path) -> None:
     assert record["ratios_teacher_vs_student"]["amp=off"]["gflops"] > 1
 
 
+@pytest.mark.slow
 def test_bench_deterministic_quick(tmp_path: Path) -> None:
     load("bench_deterministic").main(["--quick", "--threads", "1", "--results-dir", str(tmp_path)])
     record = json.loads((tmp_path / "bench_deterministic.json").read_text())
@@ -140,6 +141,7 @@ def test_bench_deterministic_quick(tmp_path: Path) -> None:
     assert record["deterministic_over_default"] > 0 and record["identical_weights"] is True
 
 
+@pytest.mark.slow
 def test_bench_user_script_quick(synth_root: Path, tmp_path: Path) -> None:
     load("bench_user_script").main([
         "--quick", "--threads", "1", "--results-dir", str(tmp_path), "--data", str(synth_root),
@@ -154,6 +156,7 @@ def test_bench_user_script_quick(synth_root: Path, tmp_path: Path) -> None:
     assert record["speed"]["project_over_user"] > 0
 
 
+@pytest.mark.slow
 def test_bench_ddp_quick(tmp_path: Path) -> None:
     """One launch of 1 and of 2 gloo processes; images/s counts every process's images."""
     payload = load("bench_ddp").main(["--quick", "--threads", "1", "--results-dir", str(tmp_path)])

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -16,6 +17,7 @@ def tiny_overrides(synth_root, tmp_path):
             "train.early_stopping_patience=null", "evaluation.n_bootstrap=20", f"output_dir={tmp_path / 'runs'}"]
 
 
+@pytest.mark.slow
 def test_train_evaluate_and_errors(synth_root, tmp_path):
     result = runner.invoke(app, ["train", "--quiet", *tiny_overrides(synth_root, tmp_path), "name=cli"])
     assert result.exit_code == 0, result.output
@@ -57,6 +59,7 @@ def test_models_table_json():
     assert rows["alexnet"]["input_size"] == 64 and rows["inception_v3"]["input_size"] == 75  # its minimum
 
 
+@pytest.mark.slow
 def test_sweep_and_compare(synth_root, tmp_path):
     common = tiny_overrides(synth_root, tmp_path)
     assert runner.invoke(app, ["train", "--quiet", *common, "name=teacher", "data.image_size=40"]).exit_code == 0

@@ -21,6 +21,8 @@ from cxrdistill.runtime.checkpoint import load_checkpoint, load_training_state
 from cxrdistill.training.objectives import SupervisedObjective
 from cxrdistill.training.trainer import NonFiniteLossError, Trainer
 
+pytestmark = pytest.mark.slow  # every test here trains a model
+
 EPOCHS = 5
 CRASH_SETTINGS = ("train.deterministic=true", f"train.epochs={EPOCHS}", "train.threads=1", "evaluation.n_bootstrap=5")
 CHILD_TIMEOUT_S = 900

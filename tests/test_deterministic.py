@@ -4,11 +4,14 @@ import hashlib
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import tiny_config
 
 from cxrdistill.config import save_config
 from cxrdistill.runtime.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.slow  # every test here trains a model
 
 
 def weights_digest(path) -> str:

@@ -160,6 +160,7 @@ def count_predict_calls(monkeypatch):
     return calls
 
 
+@pytest.mark.slow
 def test_teacher_cache_is_reused_and_invalidated_by_a_new_teacher(synth_root, trained_teacher, tmp_path, monkeypatch):
     checkpoint, _ = trained_teacher
     config = tiny_config(synth_root, tmp_path)
@@ -182,6 +183,7 @@ def test_teacher_cache_is_reused_and_invalidated_by_a_new_teacher(synth_root, tr
     assert other_path != path and computed_other == len(records)
 
 
+@pytest.mark.slow
 def test_damaged_cache_is_rebuilt_with_a_message(synth_root, trained_teacher, tmp_path, capsys):
     checkpoint, _ = trained_teacher
     config = tiny_config(synth_root, tmp_path)
@@ -193,6 +195,7 @@ def test_damaged_cache_is_rebuilt_with_a_message(synth_root, trained_teacher, tm
     assert computed == len(records) and "rebuilding" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_online_and_cached_agree_without_augmentation(synth_root, trained_teacher, tmp_path):
     checkpoint, _ = trained_teacher
     config = tiny_config(synth_root, tmp_path, "data.augment=false")
@@ -205,6 +208,7 @@ def test_online_and_cached_agree_without_augmentation(synth_root, trained_teache
     assert torch.allclose(online, cached.logits(batch["image"], batch["key"]), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["cached", "online"])
 def test_distilled_training_runs_with_all_trainer_features(synth_root, trained_teacher, tmp_path, mode):
     checkpoint, _ = trained_teacher
@@ -224,6 +228,7 @@ def test_distilled_training_runs_with_all_trainer_features(synth_root, trained_t
     assert resumed.state.epoch == 2
 
 
+@pytest.mark.slow
 def test_teacher_with_another_label_order_is_refused(synth_root, trained_teacher, tmp_path):
     checkpoint, _ = trained_teacher
     payload = load_checkpoint(checkpoint)

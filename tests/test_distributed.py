@@ -46,6 +46,7 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_distillation_across_world_sizes(synth_root: Path, tmp_path: Path) -> None:
     teacher_config = tiny_config(synth_root, tmp_path, "name=teacher")
     torch.manual_seed(0)

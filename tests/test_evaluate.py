@@ -12,6 +12,8 @@ from PIL import Image
 from cxrdistill.evaluation.evaluate import evaluate_checkpoint, point_metrics
 from cxrdistill.experiments.run import run_experiment
 
+pytestmark = pytest.mark.slow  # every test here trains a model
+
 
 @pytest.fixture(scope="module")
 def checkpoint(synth_root, tmp_path_factory):

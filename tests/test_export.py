@@ -34,6 +34,7 @@ def test_export_matches_pytorch_in_onnx_runtime(tmp_path, frontend):
     assert np.allclose(session.run(None, {"image": batch})[0], expected, atol=1e-3)  # dynamic batch size
 
 
+@pytest.mark.slow
 def test_export_of_a_trained_run(synth_root, tmp_path):
     from cxrdistill.experiments.run import run_experiment
 

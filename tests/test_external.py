@@ -37,6 +37,7 @@ def trained(synth_root, external_sets, tmp_path_factory):
     return run_experiment(config, progress=False)
 
 
+@pytest.mark.slow
 def test_evaluate_a_root_that_holds_only_test(trained, external_sets, tmp_path):
     _, test_only = external_sets
     report = evaluate_checkpoint(trained.best_checkpoint, test_only, out_dir=tmp_path, n_bootstrap=10, progress=False)
@@ -53,6 +54,7 @@ def test_data_external_is_a_list_of_folders():
         load_config(None, ["data.external=/a"])
 
 
+@pytest.mark.slow
 def test_a_run_is_evaluated_on_test_and_every_external_set(trained, external_sets):
     bare, test_only = external_sets
     saved = json.loads((trained.run_dir / "evaluation.json").read_text())
@@ -73,6 +75,7 @@ def test_a_run_is_evaluated_on_test_and_every_external_set(trained, external_set
     assert f"| {bare.name} |" in table and f"| {test_only.name} |" in table
 
 
+@pytest.mark.slow
 def test_two_external_sets_with_one_name_are_refused(synth_root, external_sets, tmp_path):
     bare, _ = external_sets
     twin = tmp_path / "elsewhere" / bare.name
@@ -102,6 +105,7 @@ def test_paired_interval_of_proportions_stays_within_their_range():
     assert bounded.low == -1.0 and bounded.high == pytest.approx(unbounded.high) and bounded.value == unbounded.value
 
 
+@pytest.mark.slow
 def test_sweep_and_compare_report_external_sets(trained, synth_root, external_sets, tmp_path):
     bare, _ = external_sets
     common = [f"data.root={synth_root}", f"data.cache_dir={tmp_path / 'cache'}", "data.image_size=32",
@@ -130,6 +134,7 @@ def test_sweep_and_compare_report_external_sets(trained, synth_root, external_se
     assert (tmp_path / "cmp" / "compare.png").is_file() and (tmp_path / "cmp" / f"compare-{bare.name}.png").is_file()
 
 
+@pytest.mark.slow
 def test_training_stores_an_operating_point_chosen_on_val(trained, synth_root):
     for checkpoint in (trained.best_checkpoint, trained.last_checkpoint):
         point = load_checkpoint(checkpoint)["metadata"]["operating_point"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from conftest import tiny_config
 
 from cxrdistill.config import load_config
@@ -13,6 +14,7 @@ from cxrdistill.deployment.model_card import MODEL_CARD
 from cxrdistill.runtime.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 
 
+@pytest.mark.slow
 def test_export_writes_a_model_card_with_metrics_threshold_and_limits(synth_root, tmp_path):
     from cxrdistill.experiments.run import run_experiment
 

@@ -109,6 +109,7 @@ def test_train_mode_keeps_frozen_batchnorm_layers_in_eval_mode():
     assert all(m.training for m in finetuned.modules())
 
 
+@pytest.mark.slow
 def test_training_a_frozen_backbone_leaves_its_batchnorm_statistics_alone(synth_root, tmp_path):
     config = tiny_config(synth_root, tmp_path, "model.transfer=freeze_backbone", "train.epochs=1")
     before = create_model(config.model, image_size=32).state_dict()

@@ -28,6 +28,8 @@ from cxrdistill.evaluation.calibration import stored_threshold
 from cxrdistill.experiments.run import run_experiment
 from cxrdistill.runtime.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # every test here trains a model
+
 PROBABILITY_BOUND = 0.05
 """Largest |p_int8 - p_fp32| accepted per image (observed: below 1e-3 on this model)."""
 CALIBRATION_IMAGES = 16

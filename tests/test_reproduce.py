@@ -36,6 +36,7 @@ def study(synth_root: Path, tmp_path_factory: pytest.TempPathFactory):
             "overrides": overrides}
 
 
+@pytest.mark.slow
 def test_every_step_runs_once_then_is_skipped(study):
     assert study["first"].of("ran") == list(STEPS)
     assert study["second"].of("skipped") == list(STEPS) and not study["second"].of("ran")
@@ -44,6 +45,7 @@ def test_every_step_runs_once_then_is_skipped(study):
     assert all(json.loads(text)["wall_s"] > 0 for text in study["markers"].values())
 
 
+@pytest.mark.slow
 def test_a_changed_setting_reruns_only_the_steps_it_touches(study, synth_root):
     plan = [*TINY_PLAN, "profile.repeats=2"]
     again = reproduce("demo", synth_root, study["first"].out, [study["external"]], study["overrides"], plan,
@@ -51,6 +53,7 @@ def test_a_changed_setting_reruns_only_the_steps_it_touches(study, synth_root):
     assert again.of("ran") == ["profile"]
 
 
+@pytest.mark.slow
 def test_report_holds_every_table_and_plot_beside_the_papers_figures(study):
     markdown = study["first"].report_markdown.read_text()
     for heading in ("Table VI", "Table II", "Table IV", "Table I ", "Table V ", "External sets", "Data audit",
@@ -86,6 +89,7 @@ def non_white_share(pixels: np.ndarray) -> float:
     return float((pixels.min(axis=2) < 200).mean())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium binary")
 def test_html_report_renders_tables_and_plots_in_chromium(study, tmp_path):
     screenshot = tmp_path / "report.png"

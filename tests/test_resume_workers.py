@@ -8,6 +8,8 @@ from conftest import tiny_config
 from cxrdistill.experiments.run import run_experiment
 from cxrdistill.runtime.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # every test here trains a model
+
 
 def train(synth_root, workdir, epochs: int, workers: int, resume: bool = False):
     # Geometric and intensity augmentation both draw random numbers in the workers.

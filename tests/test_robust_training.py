@@ -111,6 +111,7 @@ def test_online_teacher_sees_exactly_the_mixed_view_the_student_sees():
     assert torch.equal(teacher_model.seen[0], mixed) and torch.equal(student.seen[0], mixed)
 
 
+@pytest.mark.slow
 def test_ema_run_saves_the_average_and_resumes_exactly(synth_root, tmp_path):
     options = ("train.ema_decay=0.9", "train.mixup_alpha=0.4", "train.schedule=cosine", "train.label_smoothing=0.1",
                "data.brightness=0.2", "data.noise_std=0.02", "data.crop_scale=[0.7,1.0]")
@@ -154,19 +155,18 @@ def test_ema_decay_follows_its_schedule_for_weights_and_batchnorm_statistics(war
     assert average.module[1].num_batches_tracked == model[1].num_batches_tracked == 30
 
 
-def test_cosine_schedule_decays_to_zero_over_the_run(synth_root, tmp_path):
-    result = run_experiment(tiny_config(synth_root, tmp_path, "train.schedule=cosine", "train.epochs=3"),
-                            progress=False)
-    lrs = [row["lr"] for row in result.state.history]
-    assert lrs == pytest.approx([0.01 * (1 + math.cos(math.pi * epoch / 3)) / 2 for epoch in range(3)])
+def test_keep_chooses_which_checkpoint_is_handed_on(tmp_path):
+    from cxrdistill.config import load_config
+    from cxrdistill.experiments.run import RunResult, handed_on_checkpoint
+
+    best, last = tmp_path / "best.safetensors", tmp_path / "last.safetensors"
+    for keep, expected in (("best", best), ("last", last)):
+        config = load_config(None, [f"output_dir={tmp_path.parent}", f"name={tmp_path.name}", f"train.keep={keep}"])
+        assert handed_on_checkpoint(config) == expected
+        assert RunResult(tmp_path, best, last, None, None, keep).final_checkpoint == expected
 
 
-def test_keep_last_hands_on_the_last_checkpoint(synth_root, tmp_path):
-    best = run_experiment(tiny_config(synth_root, tmp_path / "a"), progress=False)
-    last = run_experiment(tiny_config(synth_root, tmp_path / "b", "train.keep=last"), progress=False)
-    assert best.final_checkpoint.name == "best.safetensors" and last.final_checkpoint.name == "last.safetensors"
-
-
+@pytest.mark.slow
 def test_equalized_model_is_fed_equalized_images_by_predict(synth_root, tmp_path):
     result = run_experiment(tiny_config(synth_root, tmp_path, "data.intensity_normalization=equalize",
                                         "train.epochs=1"), progress=False)
@@ -186,12 +186,13 @@ def test_equalized_model_is_fed_equalized_images_by_predict(synth_root, tmp_path
     assert [p.prob_pneumonia for p in predicted] == pytest.approx(expected.tolist(), abs=1e-6)
 
 
-def test_teacher_and_student_must_normalise_intensity_alike(synth_root, tmp_path):
-    teacher = run_experiment(tiny_config(synth_root, tmp_path, "name=teacher", "train.epochs=1"), progress=False)
+def test_teacher_and_student_must_normalise_intensity_alike(synth_root, tmp_path, small_checkpoint):
+    """An (untrained) teacher of normalisation "none" and a student that equalises: refused before training."""
     student = tiny_config(synth_root, tmp_path, "name=student", "data.intensity_normalization=equalize",
-                          f"distill.teacher={teacher.best_checkpoint}")
+                          f"distill.teacher={small_checkpoint}")
     with pytest.raises(ConfigError, match="intensity_normalization"):
         run_experiment(student, progress=False)
+    assert not (tmp_path / "runs" / "student" / "last.safetensors").exists()
 
 
 def test_class_weights_of_mixed_samples_are_mixed_like_their_labels():

@@ -17,6 +17,7 @@ def one_epoch_run(synth_root, tmp_path):
     return run_experiment(tiny_config(synth_root, tmp_path, "train.epochs=1"), progress=False)
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused_naming_each_key(synth_root, tmp_path, one_epoch_run):
     saved_config = (one_epoch_run.run_dir / "config.yaml").read_bytes()
     saved_weights = one_epoch_run.last_checkpoint.read_bytes()
@@ -31,11 +32,13 @@ def test_resume_with_other_settings_is_refused_naming_each_key(synth_root, tmp_p
     assert one_epoch_run.last_checkpoint.read_bytes() == saved_weights
 
 
+@pytest.mark.slow
 def test_sweeps_and_comparisons_do_not_reuse_a_run_made_with_other_settings(synth_root, tmp_path, one_epoch_run):
     with pytest.raises(RunDirectoryError, match="model.dropout: 0.5 -> 0.2"):
         train_or_resume(tiny_config(synth_root, tmp_path, "train.epochs=1", "model.dropout=0.2"), progress=False)
 
 
+@pytest.mark.slow
 def test_same_settings_resume_and_resources_may_change(synth_root, tmp_path, one_epoch_run):
     same = tiny_config(synth_root, tmp_path, "train.epochs=2", "train.threads=1", "train.log_every=3",
                        "train.device=cpu", "train.keep=last", "data.num_workers=0")
@@ -87,6 +90,7 @@ def test_a_failed_config_write_keeps_the_previous_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
 
 
+@pytest.mark.slow
 def test_a_failed_metrics_rewrite_on_resume_keeps_the_previous_file(synth_root, tmp_path, one_epoch_run, monkeypatch):
     metrics = one_epoch_run.run_dir / "metrics.jsonl"
     with open(metrics, "a") as stream:  # a line for an epoch that never reached last.state.pt (killed mid-epoch)
@@ -98,6 +102,7 @@ def test_a_failed_metrics_rewrite_on_resume_keeps_the_previous_file(synth_root, 
     assert metrics.read_text() == before
 
 
+@pytest.mark.slow
 def test_checkpoints_carry_a_digest_of_the_settings(synth_root, tmp_path, one_epoch_run):
     from cxrdistill.config import config_digest
 
@@ -109,6 +114,7 @@ def test_checkpoints_carry_a_digest_of_the_settings(synth_root, tmp_path, one_ep
     assert config_digest(tiny_config(synth_root, tmp_path, "train.lr=0.5")) != config_digest(config)
 
 
+@pytest.mark.slow
 def test_a_reused_finished_run_is_scored_again_only_when_its_scoring_settings_change(synth_root, tmp_path,
                                                                                      one_epoch_run):
     evaluation = one_epoch_run.run_dir / "evaluation.json"
@@ -123,6 +129,7 @@ def test_a_reused_finished_run_is_scored_again_only_when_its_scoring_settings_ch
     assert json.loads(evaluation.read_text())["operating_point"]["threshold"] == pytest.approx(0.3)
 
 
+@pytest.mark.slow
 def test_a_finished_evaluated_run_is_handed_on_without_being_loaded(synth_root, tmp_path, one_epoch_run, monkeypatch):
     import cxrdistill.experiments.run as run
 

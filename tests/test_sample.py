@@ -5,6 +5,8 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from cxrdistill.data.layout import scan_dataset
 from cxrdistill.data.sample import (
     CITATION,
@@ -59,6 +61,7 @@ def test_build_is_deterministic_and_splits_by_patient(synth_root, tmp_path):
     assert sum(first["splits"][s]["NORMAL"]["images"] for s in ("train", "test")) >= 6
 
 
+@pytest.mark.slow
 def test_demo_on_the_sample_uses_the_demo_presets_and_the_teacher_it_hands_on(tmp_path):
     configs = demo_configs(Path("ROOT"), tmp_path, presets="demo")
     assert configs["teacher"].model.name == "inception_v3" and configs["student"].model.name == "alexnet"

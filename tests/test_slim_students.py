@@ -1,6 +1,7 @@
 """Slim students for weak hardware (MobileNetV3-Small; ResNet18 is the other): built from the registry, trained
 and distilled from a tiny teacher like the paper's models, and their CPU presets load."""
 
+import pytest
 import torch
 from conftest import tiny_config
 
@@ -32,6 +33,7 @@ def test_slim_presets_match_the_robust_student_recipe():
     assert preset("cpu/slim/student_kd").distill.teacher is not None
 
 
+@pytest.mark.slow
 def test_slim_student_trains_and_is_distilled_from_a_tiny_teacher(synth_root, tmp_path):
     teacher = run_experiment(tiny_config(synth_root, tmp_path, "name=teacher", "train.epochs=1"),
                              progress=False).final_checkpoint

@@ -1,12 +1,13 @@
 """The trainer end to end on tiny synthetic data: metrics, checkpoints, resume, refusals."""
 
 import json
+import math
 
 import pytest
 import torch
 from conftest import tiny_config
 
-from cxrdistill.config import ConfigError
+from cxrdistill.config import ConfigError, TrainConfig
 from cxrdistill.evaluation.predict import predict
 from cxrdistill.experiments.run import RunDirectoryError, run_experiment
 from cxrdistill.runtime.checkpoint import (
@@ -18,13 +19,14 @@ from cxrdistill.runtime.checkpoint import (
 )
 from cxrdistill.runtime.device import resolve_device, resolve_precision
 from cxrdistill.training.objectives import SupervisedObjective, class_weights
-from cxrdistill.training.trainer import Trainer, TrainingInterrupted
+from cxrdistill.training.trainer import Trainer, TrainingInterrupted, make_scheduler
 
 
 def read_metrics(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_training_writes_metrics_and_self_describing_checkpoints(synth_root, tmp_path):
     config = tiny_config(synth_root, tmp_path)
     result = run_experiment(config, progress=False)
@@ -53,13 +55,33 @@ def run_model_weights(path):
     return load_checkpoint(path)["model_state"]["conv1.weight"]
 
 
-def test_step_lr_decays_each_step_size(synth_root, tmp_path):
-    config = tiny_config(synth_root, tmp_path, "train.step_size=1", "train.gamma=0.5")
-    result = run_experiment(config, progress=False)
-    rows = read_metrics(result.run_dir)
-    assert rows[0]["lr"] == pytest.approx(0.01) and rows[1]["lr"] == pytest.approx(0.005)
+def scheduled_lrs(epochs: int, **settings) -> list[float]:
+    """The learning rate of each epoch as the trainer's scheduler sets it (stepped once per epoch)."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.01)
+    scheduler = make_scheduler(optimizer, TrainConfig(epochs=epochs, **settings))
+    lrs = []
+    for _ in range(epochs):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
 
 
+def test_step_lr_decays_each_step_size():
+    assert scheduled_lrs(5, step_size=2, gamma=0.5) == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025])
+
+
+def test_cosine_schedule_decays_to_zero_over_the_run():
+    assert scheduled_lrs(3, schedule="cosine") == pytest.approx(
+        [0.01 * (1 + math.cos(math.pi * epoch / 3)) / 2 for epoch in range(3)])
+
+
+def test_warmup_ramps_linearly_into_the_schedule():
+    assert scheduled_lrs(4, step_size=3, gamma=0.5, warmup_epochs=2) == pytest.approx(
+        [0.01 / 3, 0.02 / 3, 0.01, 0.005])
+
+
+@pytest.mark.slow
 def test_resume_continues_where_the_run_stopped(synth_root, tmp_path):
     first = run_experiment(tiny_config(synth_root, tmp_path, "train.epochs=1"), progress=False)
     saved = load_training_state(first.last_checkpoint)
@@ -74,6 +96,7 @@ def test_resume_continues_where_the_run_stopped(synth_root, tmp_path):
     assert load_training_state(resumed.last_checkpoint)["epoch"] == 3
 
 
+@pytest.mark.slow
 def test_resume_is_deterministic(synth_root, tmp_path):
     """Two epochs straight equal one epoch, a stop, and a resume: optimiser, scheduler and RNG are restored."""
     straight = run_experiment(tiny_config(synth_root, tmp_path / "a", "train.epochs=2"), progress=False)
@@ -82,6 +105,7 @@ def test_resume_is_deterministic(synth_root, tmp_path):
     assert torch.allclose(run_model_weights(straight.last_checkpoint), run_model_weights(resumed.last_checkpoint))
 
 
+@pytest.mark.slow
 def test_existing_run_is_never_overwritten(synth_root, tmp_path):
     config = tiny_config(synth_root, tmp_path, "train.epochs=1")
     first = run_experiment(config, progress=False)
@@ -93,12 +117,14 @@ def test_existing_run_is_never_overwritten(synth_root, tmp_path):
         run_experiment(tiny_config(synth_root, tmp_path, "name=other"), resume=True, progress=False)
 
 
+@pytest.mark.slow
 def test_resume_refuses_another_architecture(synth_root, tmp_path):
     run_experiment(tiny_config(synth_root, tmp_path, "train.epochs=1"), progress=False)
     with pytest.raises(RunDirectoryError, match="model.name: 'resnet18' -> 'resnet34'"):
         run_experiment(tiny_config(synth_root, tmp_path, "model.name=resnet34"), resume=True, progress=False)
 
 
+@pytest.mark.slow
 def test_early_stopping_and_sampler(synth_root, tmp_path, monkeypatch):
     # A validation loss that never improves after epoch 1 (a real one moves with BatchNorm statistics even at lr 0).
     monkeypatch.setattr(Trainer, "validate", lambda self, loader: {"val_loss": 1.0, "val_accuracy": 0.5})
@@ -129,6 +155,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.slow
 def test_srm_frontend_trains_and_reloads(synth_root, tmp_path):
     config = tiny_config(synth_root, tmp_path, "model.frontend=srm", "train.epochs=1")
     result = run_experiment(config, progress=False)
@@ -138,6 +165,7 @@ def test_srm_frontend_trains_and_reloads(synth_root, tmp_path):
     assert reloaded_val_loss(result) == pytest.approx(payload["metadata"]["metrics"]["val_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_state_every_n_epochs_and_always_on_interrupt(synth_root, tmp_path, monkeypatch):
     """``checkpoint_every`` thins the resume states (the final epoch always saves); an interrupt at an epoch
     boundary whose state was skipped writes it, and the resumed run ends where a straight one does."""
@@ -171,6 +199,8 @@ def test_resume_state_every_n_epochs_and_always_on_interrupt(synth_root, tmp_pat
     assert torch.allclose(run_model_weights(straight.last_checkpoint), run_model_weights(resumed.last_checkpoint))
 
 
-def test_checkpoint_every_must_be_positive(synth_root, tmp_path):
+def test_checkpoint_every_must_be_positive(tmp_path):
+    precision = resolve_precision(torch.device("cpu"), "off")
     with pytest.raises(ConfigError, match="checkpoint_every must be at least 1"):
-        run_experiment(tiny_config(synth_root, tmp_path, "train.checkpoint_every=0"), progress=False)
+        Trainer(torch.nn.Linear(2, 2), SupervisedObjective(), TrainConfig(checkpoint_every=0), precision, tmp_path,
+                {}, 8, progress=False)
