@@ -2,9 +2,10 @@
 VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
-# The oldest Python pyproject.toml allows, in a venv of its own (`make test-py310`).
+# The oldest Python pyproject.toml allows, in a venv of its own (`make test-py310`); any Python 3.10 on PATH,
+# or name one: `make test-py310 PYTHON310=$$(pyenv root)/versions/3.10.13/bin/python`.
 VENV310 ?= .venv310
-PYTHON310 ?= /root/.pyenv/versions/3.10.13/bin/python
+PYTHON310 ?= python3.10
 BIN310 := $(VENV310)/bin
 
 # $(call make-venv,INTERPRETER,VENV): torch and torchvision first, pinned (pip takes these wheels from the
@@ -22,18 +23,25 @@ $(BIN)/.installed: pyproject.toml
 $(BIN310)/.installed: pyproject.toml
 	$(call make-venv,$(PYTHON310),$(VENV310))
 
-.PHONY: install demo test test-py310 docs lint bench clean
+.PHONY: install demo test test-fast test-py310 wheel-smoke docs lint bench clean
 install: $(BIN)/.installed
 
 demo: $(BIN)/.installed  ## the main job, offline: bundled real X-rays, teacher, student, distilled student
 	$(BIN)/cxrdistill demo
 
-test: $(BIN)/.installed  ## lint, then the whole test suite
+test: $(BIN)/.installed  ## lint, then the whole test suite (the full tier, what CI runs)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
-test-py310: $(BIN310)/.installed  ## the whole test suite on Python 3.10 (lint is the same as in `make test`)
-	$(BIN310)/python -m pytest -q
+test-fast: $(BIN)/.installed  ## lint, then the fast tier: every test that trains no model (`-m "not slow"`)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-py310: $(BIN310)/.installed  ## the fast tier on Python 3.10 (lint is the same as in `make test`)
+	$(BIN310)/python -m pytest -q -m "not slow"
+
+wheel-smoke: $(BIN)/.installed  ## build the wheel, install it into a fresh venv outside the checkout, run it there
+	PYTHON=$(BIN)/python bash scripts/wheel_smoke.sh
 
 docs: $(BIN)/.installed  ## the documentation site from docs/ into site/; strict: a broken link or a page missing from the nav fails
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

@@ -11,7 +11,7 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 start=$SECONDS
 
-"$PYTHON" -m build --outdir "$WORK/dist" "$ROOT" >"$WORK/build.log" || { cat "$WORK/build.log"; exit 1; }
+"$PYTHON" -m build --outdir "$WORK/dist" "$ROOT" >"$WORK/build.log" 2>&1 || { cat "$WORK/build.log"; exit 1; }
 "$PYTHON" -m venv "$WORK/venv"
 VENV_BIN="$WORK/venv/bin"
 "$VENV_BIN/python" -m pip install --quiet torch==2.14.1 torchvision==0.29.1  # pip takes these from the local disk
