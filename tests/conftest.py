@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,19 @@ from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
 
 SMALL_SYNTH_SPEC = SynthSpec(normal_patients=8, pneumonia_patients=10, image_size=(72, 64), seed=0)
 """Small enough to write in a fraction of a second; train/ and test/ both hold both classes."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Evaluating a checkpoint caches in the user's cache folder: the tests' own, never the real one."""
+    cache = tmp_path_factory.mktemp("user-cache")
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(cache)  # subprocesses (the CLI under test) inherit it
+    yield cache
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,8 @@ def test_calibrate_writes_a_checkpoint_whose_temperature_applies_everywhere(chec
     assert [r.prob_pneumonia for r in predict_files(out, files)] == pytest.approx(expected, abs=1e-5)
     onnx_path = export_onnx(out, tmp_path / "calibrated.onnx").path
     assert [r.prob_pneumonia for r in predict_files(onnx_path, files)] == pytest.approx(expected, abs=1e-4)
-    report = evaluate_checkpoint(out, folder, out_dir=tmp_path / "eval", n_bootstrap=10, progress=False)
+    report = evaluate_checkpoint(out, folder, out_dir=tmp_path / "eval", n_bootstrap=10, progress=False,
+                                 allow_calibration_images=True)
     assert report.temperature == temperature and report.at_operating_point.threshold == point["threshold"]
 
     again = runner.invoke(app, ["calibrate", str(out), "--data", str(folder), "--out", str(out)])
@@ -84,3 +85,34 @@ def test_calibrate_and_evaluate_reports_on_other_patients(checkpoint_and_folder,
     saved = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert saved["count"] == len(held_out) and "held-out part" in saved["data"]
     assert saved["at_operating_point"] is not None
+
+
+def test_calibrate_defaults_to_the_val_split_not_the_reported_test_split(checkpoint_and_folder, synth_root, tmp_path):
+    checkpoint, _ = checkpoint_and_folder
+    out = tmp_path / "calibrated.pt"
+    result = runner.invoke(app, ["calibrate", str(checkpoint), "--data", str(synth_root), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    calibration = load_checkpoint(out)["metadata"]["calibration"]
+    assert calibration["data"].endswith(":val")
+    evaluate_checkpoint(out, synth_root, "test", out_dir=tmp_path / "eval", n_bootstrap=5, progress=False)
+
+
+def test_evaluate_refuses_the_images_that_calibrated_the_model_unless_allowed(checkpoint_and_folder, tmp_path):
+    from cxrdistill.evaluation.evaluate import CalibrationImagesError
+
+    checkpoint, folder = checkpoint_and_folder
+    out = tmp_path / "calibrated.pt"
+    assert runner.invoke(app, ["calibrate", str(checkpoint), "--data", str(folder), "--out", str(out)]).exit_code == 0
+    images = load_checkpoint(out)["metadata"]["calibration"]["images"]
+    assert images["folder"] == "site" and images["count"] == len(list(folder.rglob("*.jpeg")))
+    assert str(tmp_path) not in json.dumps(images) and len(images["digest"]) >= 16
+
+    with pytest.raises(CalibrationImagesError, match="--allow-calibration-images"):
+        evaluate_checkpoint(out, folder, out_dir=tmp_path / "eval", n_bootstrap=5, progress=False)
+    refused = runner.invoke(app, ["evaluate", str(out), "--data", str(folder), "--bootstrap", "5"])
+    assert refused.exit_code == 2 and "calibrated" in refused.output
+
+    report = evaluate_checkpoint(out, folder, out_dir=tmp_path / "eval", n_bootstrap=5, progress=False,
+                                 allow_calibration_images=True)
+    assert report.calibration_images and "CALIBRATION IMAGES" in report.data
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["calibration_images"] is True

@@ -24,10 +24,11 @@ def assert_one_line_user_error(arguments: list[str], expected: str) -> None:
     (["profile", "alexnet", "--size", "16"], "at least"),
     (["profile", "alexnet", "--batch-size", "0"], "batch_size must be at least 1"),
     (["data", "synth", "unused", "--normal-patients", "0"], "at least one patient"),
-    (["train", "model.name=no_such_model", "train.device=cpu"], "unknown model 'no_such_model'"),
+    (["train", "--synthetic", "model.name=no_such_model", "train.device=cpu"], "unknown model 'no_such_model'"),
+    (["train", "train.device=cpu"], "no data to train on: set data.root"),
 ])
 def test_user_errors_are_one_line_and_exit_2(arguments, expected, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # `train` with no data.root would write its synthetic set here
+    monkeypatch.chdir(tmp_path)  # `train --synthetic` writes its synthetic set here
     assert_one_line_user_error(arguments, expected)
 
 

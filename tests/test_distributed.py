@@ -22,6 +22,7 @@ from conftest import tiny_config
 from cxrdistill.config import ConfigError, TrainConfig
 from cxrdistill.data.dataset import EpochSampler
 from cxrdistill.evaluation.evaluate import evaluate_run, predict_checkpoint
+from cxrdistill.evaluation.operating_point import choose_on_val
 from cxrdistill.experiments.run import EVALUATED_FILE, run_experiment
 from cxrdistill.models import create_model
 from cxrdistill.runtime.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
@@ -91,8 +92,8 @@ def test_distillation_across_world_sizes(synth_root: Path, tmp_path: Path) -> No
     again.mkdir()
     for name in ("best.safetensors", "best.json"):
         shutil.copy(run_dir / name, again / name)
-    single = evaluate_run(again / "best.safetensors", synth_root, n_bootstrap=20, device="cpu",
-                          threshold_settings=config.evaluation)
+    choose_on_val(again / "best.safetensors", synth_root, config.evaluation, "cpu")
+    single = evaluate_run(again / "best.safetensors", synth_root, n_bootstrap=20, device="cpu")
     assert set(distributed["sets"]) == set(single) == {"val", "test"}
     for name, evaluation in single.items():
         stored = distributed["sets"][name]

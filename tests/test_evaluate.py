@@ -57,3 +57,21 @@ def test_evaluate_on_a_bare_folder_of_large_originals(checkpoint, synth_root, tm
 def test_unknown_split_is_named(checkpoint, synth_root, tmp_path):
     with pytest.raises(ValueError, match="no 'holdout' split; available"):
         evaluate_checkpoint(checkpoint, synth_root, "holdout", tmp_path, n_bootstrap=10, progress=False)
+
+
+def test_a_moved_checkpoint_is_evaluated_with_the_local_cache_not_the_stored_paths(synth_root, tmp_path, monkeypatch):
+    """The training machine's cache and split locations travel in the checkpoint; evaluation must not write there."""
+    trained_at, data = tmp_path / "training-machine", tmp_path / "training-machine" / "data"
+    shutil.copytree(synth_root, data)
+    run_experiment(tiny_config(data, trained_at, "train.epochs=1"), progress=False)
+    here = tmp_path / "this-machine"
+    shutil.move(trained_at, here)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "user-cache"))
+    report = evaluate_checkpoint(here / "runs" / "tiny" / "best.safetensors", here / "data", "test",
+                                 here / "eval", n_bootstrap=5, progress=False)
+    assert report.count == sum(1 for _ in (here / "data" / "test").rglob("*.jpeg"))
+    val = evaluate_checkpoint(here / "runs" / "tiny" / "best.safetensors", here / "data", "val",
+                              here / "eval-val", n_bootstrap=5, progress=False, cache_dir=tmp_path / "chosen")
+    assert val.count > 0
+    assert not trained_at.exists(), sorted(str(p) for p in trained_at.rglob("*"))
+    assert any((tmp_path / "user-cache" / "cxrdistill").iterdir()) and any((tmp_path / "chosen").iterdir())

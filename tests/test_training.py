@@ -204,3 +204,73 @@ def test_checkpoint_every_must_be_positive(tmp_path):
     with pytest.raises(ConfigError, match="checkpoint_every must be at least 1"):
         Trainer(torch.nn.Linear(2, 2), SupervisedObjective(), TrainConfig(checkpoint_every=0), precision, tmp_path,
                 {}, 8, progress=False)
+
+
+def test_training_state_restores_every_random_stream(tmp_path):
+    """torch, numpy (with its cached Gaussian) and Python's ``random`` (with ``gauss_next``) continue exactly."""
+    import random
+
+    import numpy as np
+
+    from cxrdistill.runtime.checkpoint import save_training_state
+    from cxrdistill.runtime.random_state import capture_random_state, restore_random_state
+
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    np.random.standard_normal(), random.gauss(0.0, 1.0)  # each leaves half a Box-Muller pair cached
+    state = tmp_path / "last.state.pt"
+    save_training_state(state, {"rng": capture_random_state()}, {"architecture": "none"})
+
+    def draws():
+        return (torch.rand(3).tolist(), np.random.standard_normal(3).tolist(), np.random.random_sample(),
+                random.gauss(0.0, 1.0), random.random())
+
+    expected = draws()
+    draws()
+    restore_random_state(load_training_state(state)["rng"])
+    assert draws() == expected
+
+
+def test_mid_epoch_resume_skips_done_batches_in_the_sampler(synth_root, tmp_path, monkeypatch):
+    """Resuming after step 2 of an epoch reads only the rest of that epoch and ends with the weights of an
+    uninterrupted run."""
+    from cxrdistill.data.dataset import XRayDataset
+
+    settings = ("train.epochs=1", "train.deterministic=true", "data.max_per_class=12")
+    real_getitem, real_call = XRayDataset.__getitem__, SupervisedObjective.__call__
+    training_reads = []
+
+    def counting_getitem(self, index):
+        if isinstance(index, tuple):  # the training sampler's (augmentation seed, index) draws
+            training_reads.append(index)
+        return real_getitem(self, index)
+
+    monkeypatch.setattr(XRayDataset, "__getitem__", counting_getitem)
+    straight = run_experiment(tiny_config(synth_root, tmp_path / "a", *settings), progress=False)
+    uninterrupted_reads = list(training_reads)
+
+    steps = []
+
+    def interrupting_call(self, model, *args, **kwargs):
+        steps.append(1)
+        trainer = next(t for t in trainers if t.objective is self)
+        trainer.interrupted = len(steps) == 2
+        return real_call(self, model, *args, **kwargs)
+
+    trainers = []
+    real_init = Trainer.__init__
+
+    def recording_init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        trainers.append(self)
+
+    monkeypatch.setattr(Trainer, "__init__", recording_init)
+    monkeypatch.setattr(SupervisedObjective, "__call__", interrupting_call)
+    config = tiny_config(synth_root, tmp_path / "b", *settings)
+    with pytest.raises(TrainingInterrupted, match="step 2"):
+        run_experiment(config, progress=False)
+    monkeypatch.setattr(SupervisedObjective, "__call__", real_call)
+    training_reads.clear()
+    resumed = run_experiment(config, resume=True, progress=False)
+    batch_size = config.data.batch_size
+    assert training_reads == uninterrupted_reads[2 * batch_size:]
+    assert torch.equal(run_model_weights(straight.last_checkpoint), run_model_weights(resumed.last_checkpoint))

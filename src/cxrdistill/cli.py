@@ -35,6 +35,15 @@ FixedThresholdOption = Annotated[float | None, typer.Option(help="Threshold for 
 OperatingPointOption = Annotated[str, typer.Option(
     "--operating-point", help="Threshold without --threshold: 'default' (one fitted at the site, else 0.5), "
     "'stored' (the stored one, even if chosen on the internal validation split) or '0.5'.")]
+CacheDirOption = Annotated[Path | None, typer.Option(
+    help="Cache folder for splits and decoded images (default: this user's, e.g. $XDG_CACHE_HOME/cxrdistill).")]
+SyntheticOption = Annotated[bool, typer.Option(
+    "--synthetic", help="Train on made-up SYNTHETIC images (data.synthetic=true), not X-rays: a smoke test.")]
+
+
+def with_synthetic(overrides: list[str] | None, synthetic: bool) -> list[str]:
+    """The command line's overrides, plus ``data.synthetic=true`` when ``--synthetic`` asked for made-up data."""
+    return [*(overrides or []), *(["data.synthetic=true"] if synthetic else [])]
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -72,12 +81,14 @@ def train(
     config: ConfigOption = None,
     overrides: Overrides = None,
     resume: Annotated[bool, typer.Option(help="Continue the run from its last.state.pt.")] = False,
+    synthetic: SyntheticOption = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train a model (or distil, when the config names distill.teacher)."""
     from cxrdistill.experiments.run import run_experiment
 
-    result = run_experiment(load_config(config, overrides), resume=resume, progress=not quiet)
+    result = run_experiment(load_config(config, with_synthetic(overrides, synthetic)), resume=resume,
+                            progress=not quiet)
     console.print(f"best checkpoint: {result.best_checkpoint} (epoch {result.state.best_epoch}); "
                   f"handed on (train.keep={result.keep}): {result.final_checkpoint}")
 
@@ -89,12 +100,13 @@ def distill(
     config: ConfigOption = None,
     overrides: Overrides = None,
     resume: Annotated[bool, typer.Option(help="Continue the run from its last.state.pt.")] = False,
+    synthetic: SyntheticOption = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Train the student with knowledge distillation from TEACHER."""
     from cxrdistill.experiments.run import run_experiment
 
-    experiment = load_config(config, [*(overrides or []), f"distill.teacher={teacher}"])
+    experiment = load_config(config, [*with_synthetic(overrides, synthetic), f"distill.teacher={teacher}"])
     result = run_experiment(experiment, resume=resume, progress=not quiet)
     console.print(f"best checkpoint: {result.best_checkpoint} (epoch {result.state.best_epoch}); "
                   f"handed on (train.keep={result.keep}): {result.final_checkpoint}")
@@ -118,11 +130,18 @@ def evaluate(
     mask: Annotated[str | None, typer.Option(
         help="Hide part of every input: lungs (the central lung field) or outside-lungs (all but it).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    allow_calibration_images: Annotated[bool, typer.Option(
+        help="Report even on the images that calibrated the checkpoint (optimistic; the report says so).")] = False,
+    cache_dir: CacheDirOption = None,
 ) -> None:
     """Metrics with 95% CIs, per-image CSV and ROC / confusion / reliability plots."""
     from cxrdistill.evaluation.evaluate import evaluate_checkpoint
 
-    report = evaluate_checkpoint(checkpoint, data, split, out, bootstrap, device, progress=not as_json, mask=mask)
+    report = evaluate_checkpoint(checkpoint, data, split, out, bootstrap, device, progress=not as_json, mask=mask,
+                                 allow_calibration_images=allow_calibration_images, cache_dir=cache_dir)
+    if report.calibration_images:
+        errors.print("[bold yellow]warning:[/] reported on the images that calibrated this checkpoint: its "
+                     "temperature and threshold were fitted on them, so these figures are optimistic", highlight=False)
     if as_json:
         print(json.dumps(report.as_dict(), indent=1))
         return
@@ -447,13 +466,14 @@ def sweep_temperature(
     out: Annotated[Path, typer.Option(help="Folder for the runs, sweep.csv/.md and sweep.png.")] = Path(
         "runs/sweep-temperature"),
     external: ExternalOption = None,
+    synthetic: SyntheticOption = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """One distilled student per temperature (the paper's Table II), reusing one cached teacher."""
     from cxrdistill.experiments.sweep import sweep_temperature as run_sweep
     from cxrdistill.paper import paper_temperatures
 
-    experiment = with_external(load_config(config, overrides), external)
+    experiment = with_external(load_config(config, with_synthetic(overrides, synthetic)), external)
     chosen = _floats(temperatures) if temperatures is not None else paper_temperatures()
     rows = run_sweep(experiment, teacher, out, chosen, progress=not quiet)
     print_rows(rows, f"Distilled student by temperature (results in {out})")
@@ -476,13 +496,14 @@ def compare(
     out: Annotated[Path, typer.Option(help="Folder for runs and REPORT.{json,csv,md,png}.")] = Path("runs/compare"),
     report: Annotated[str, typer.Option(help="File stem of the result tables and plot.")] = "compare",
     external: ExternalOption = None,
+    synthetic: SyntheticOption = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
     """Teacher vs plain vs distilled student over several seeds, with paired differences (Table VI)."""
     from cxrdistill.config import preset
     from cxrdistill.experiments.compare import compare as run_compare
 
-    extra = overrides or []
+    extra = with_synthetic(overrides, synthetic)
     if arm:
         arms = {}
         for item in arm:
@@ -541,11 +562,13 @@ def calibrate(
     checkpoint: Path,
     data: Annotated[Path, typer.Option(help="Local labelled folder (bare NORMAL/ + PNEUMONIA/, or a root).")],
     out: Annotated[Path, typer.Option(help="Where to write the calibrated checkpoint.")],
-    split: Annotated[str, typer.Option(help="Split of a Kermany root to use (ignored for a bare folder).")] = "test",
+    split: Annotated[str, typer.Option(help="Split of a Kermany root to use (ignored for a bare folder); never the "
+                                            "test split you will report on.")] = "val",
     policy: PolicyOption = None,
     min_sensitivity: MinSensitivityOption = None,
     fixed_threshold: FixedThresholdOption = None,
     device: str = "auto",
+    cache_dir: CacheDirOption = None,
 ) -> None:
     """Refit the temperature and the operating threshold on a site's own labelled images (new checkpoint).
 
@@ -553,7 +576,7 @@ def calibrate(
     """
     from cxrdistill.evaluation.operating_point import calibrate_checkpoint
 
-    result = calibrate_checkpoint(checkpoint, data, out, split, device, threshold_policy=policy,
+    result = calibrate_checkpoint(checkpoint, data, out, split, device, cache_dir=cache_dir, threshold_policy=policy,
                                   min_sensitivity=min_sensitivity, fixed_threshold=fixed_threshold)
     console.print(f"wrote {result.checkpoint}: temperature {result.temperature:.4g}, threshold "
                   f"{result.operating_point['threshold']:.4g} ({result.operating_point['policy']}) fitted on "
@@ -595,18 +618,20 @@ def calibrate_and_evaluate(
     calibration_fraction: Annotated[float, typer.Option(help="Share of images (whole patients) to calibrate on.")
                                     ] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed of the patient-wise split.")] = 0,
-    split: Annotated[str, typer.Option(help="Split of a Kermany root to use (ignored for a bare folder).")] = "test",
+    split: Annotated[str, typer.Option(help="Split of a Kermany root to use (ignored for a bare folder).")] = "val",
     policy: PolicyOption = None,
     min_sensitivity: MinSensitivityOption = None,
     fixed_threshold: FixedThresholdOption = None,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
     device: str = "auto",
+    cache_dir: CacheDirOption = None,
 ) -> None:
     """Split a labelled folder by patient, calibrate on one part and report on the other (honest numbers)."""
     from cxrdistill.evaluation.operating_point import calibrate_and_evaluate as run
 
     result, report = run(checkpoint, data, out, calibration_fraction, seed, split, bootstrap, device,
-                         threshold_policy=policy, min_sensitivity=min_sensitivity, fixed_threshold=fixed_threshold)
+                         cache_dir=cache_dir, threshold_policy=policy, min_sensitivity=min_sensitivity,
+                         fixed_threshold=fixed_threshold)
     print_rows(metric_rows(report), f"{result.checkpoint} on {report.data} ({report.count} images)")
     console.print(f"temperature {result.temperature:.4g}; results in {report.out_dir}", highlight=False)
 

@@ -35,7 +35,10 @@ class OverrideError(ConfigError):
 @dataclass
 class DataConfig:
     root: str | None = None
-    """Kermany-layout folder; ``None`` means the project's synthetic set (made on demand)."""
+    """Kermany-layout folder. Required, unless ``synthetic`` asks for made-up images instead."""
+    synthetic: bool = False
+    """Train on the project's SYNTHETIC set (written to ``synthetic_dir`` on first use; not X-rays): for trying
+    the tools offline. A run with neither ``root`` nor this is refused rather than trained on made-up data."""
     synthetic_dir: str = "outputs/synthetic"
     split_file: str | None = None
     """Where the patient-wise split is stored; default: inside ``cache_dir``, keyed by root and seed."""

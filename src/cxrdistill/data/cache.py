@@ -23,6 +23,23 @@ from tqdm.auto import tqdm
 from cxrdistill.data.io import UnreadableImageError, load_for_model
 from cxrdistill.files import atomic_write_json, file_digest, locked
 
+
+def user_cache_dir() -> Path:
+    """This user's cache folder for cxrdistill on this machine: ``$XDG_CACHE_HOME/cxrdistill`` (else the
+    platform's: ``%LOCALAPPDATA%`` on Windows, ``~/Library/Caches`` on macOS, ``~/.cache``).
+
+    Evaluating a checkpoint caches here, never where the machine that trained it kept its cache.
+    """
+    if os.environ.get("XDG_CACHE_HOME"):
+        base = Path(os.environ["XDG_CACHE_HOME"])
+    elif os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        base = Path(os.environ["LOCALAPPDATA"])
+    elif os.uname().sysname == "Darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path.home() / ".cache"
+    return base / "cxrdistill"
+
 INDEX_VERSION = 1
 
 

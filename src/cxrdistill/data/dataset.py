@@ -107,8 +107,10 @@ class EpochSampler(Sampler[tuple[int, int]]):
     """Draws ``(augmentation seed, index)`` pairs; order and seeds depend on ``(seed, epoch)`` only.
 
     Wraps a random sampler (shuffle or class-balanced); :meth:`set_epoch` chooses the epoch, like
-    ``DistributedSampler.set_epoch``. The sampler runs in the main process, so the epoch reaches
-    persistent worker processes with each index instead of through their once-seeded generators.
+    ``DistributedSampler.set_epoch``, and how many of this rank's first draws to leave out (the batches a
+    run resumed mid-epoch has done: they are never read, and the rest keep their order and seeds). The
+    sampler runs in the main process, so the epoch reaches persistent worker processes with each index
+    instead of through their once-seeded generators.
 
     With ``num_replicas`` > 1 the epoch's draws are padded (repeating its first ones) to a multiple of
     ``num_replicas`` and rank ``rank`` takes draws ``rank, rank + num_replicas, ...``: every rank gets as
@@ -125,9 +127,12 @@ class EpochSampler(Sampler[tuple[int, int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
+        self.skip = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        if skip < 0:
+            raise ValueError(f"skip must be at least 0, got {skip}")
+        self.epoch, self.skip = epoch, skip
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         # Every iteration starts from a fresh generator: the DataLoader calls iter() more than once per epoch
@@ -138,12 +143,16 @@ class EpochSampler(Sampler[tuple[int, int]]):
         seeds = np.random.SeedSequence([self.seed, self.epoch]).generate_state(len(draws), dtype=np.uint64)
         pairs = list(zip(map(int, seeds), map(int, draws), strict=True))
         if self.num_replicas > 1:
-            total = len(self) * self.num_replicas
+            total = self.draws_per_rank() * self.num_replicas
             pairs = (pairs * math.ceil(total / max(1, len(pairs))))[:total][self.rank::self.num_replicas]
-        yield from pairs
+        yield from pairs[self.skip:]
+
+    def draws_per_rank(self) -> int:
+        """This rank's share of the whole epoch, the skipped draws included."""
+        return math.ceil(len(self.sampler) / self.num_replicas)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.sampler) / self.num_replicas)
+        return max(0, self.draws_per_rank() - self.skip)
 
 
 def default_num_workers(requested: int) -> int:

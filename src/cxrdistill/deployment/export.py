@@ -123,7 +123,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, tolerance: float = 1e-3
                     "intensity_normalization", "intended_use"):
             entry = graph.metadata_props.add()
             entry.key, entry.value = key, json.dumps(metadata.get(key, "none"))
-        for key in ("operating_point", "calibration", "prior_shift", "adaptation", OOD_KEY):  # absent unless fitted
+        for key in ("operating_point", "calibration", "prior_shift", "adaptation", OOD_KEY,
+                    "synthetic_data"):  # absent unless fitted (or from older checkpoints)
             entry = graph.metadata_props.add()
             entry.key, entry.value = key, json.dumps(metadata.get(key))
         onnx.save(graph, staged)

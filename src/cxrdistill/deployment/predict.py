@@ -30,6 +30,7 @@ from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, load_served_model, threshold_in_use
 from cxrdistill.files import atomic_write, atomic_write_text, file_digest
 from cxrdistill.runtime.checkpoint import CheckpointError, checkpoint_files
+from cxrdistill.runtime.served import warn_if_synthetic
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class Predictor:
         self._torch_model: torch.nn.Module | None = None
         if self.model_path.suffix == ".onnx":
             self._run, self.metadata = _onnx_runner(self.model_path)
+            warn_if_synthetic(self.metadata, self.model_path)
             if checkpoint is not None:
                 self._torch_model = self._matching_checkpoint(Path(checkpoint))
         else:

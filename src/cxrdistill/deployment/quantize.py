@@ -26,14 +26,14 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from cxrdistill.config import DataConfig, config_from_dict
+from cxrdistill.config import DataConfig
 from cxrdistill.data.io import UnreadableImageError, read_grey
 from cxrdistill.data.layout import ImageRecord, scan_dataset
 from cxrdistill.deployment.export import ExportResult, export_onnx
 from cxrdistill.deployment.predict import Predictor, model_input
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, stored_threshold
-from cxrdistill.evaluation.evaluate import external_set_names, records_for
+from cxrdistill.evaluation.evaluate import external_set_names, local_data_config, records_for
 from cxrdistill.evaluation.metrics import binary_metrics
 from cxrdistill.runtime.checkpoint import load_checkpoint
 
@@ -108,7 +108,7 @@ def int8_path(fp32_path: str | Path) -> Path:
 
 def training_data(checkpoint_metadata: dict, data: str | Path | None) -> tuple[Path, DataConfig]:
     """The folder the checkpoint was trained on (``data`` overrides it, e.g. on another machine) and its settings."""
-    data_config = config_from_dict(checkpoint_metadata["config"]).data
+    data_config = local_data_config(checkpoint_metadata)
     root = data if data is not None else data_config.root
     if root is None or not Path(root).is_dir():
         raise InvalidArgumentError(

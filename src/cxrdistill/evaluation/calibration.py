@@ -34,6 +34,7 @@ from cxrdistill.evaluation.predict import Predictions
 from cxrdistill.registry import Registry
 from cxrdistill.runtime import distributed
 from cxrdistill.runtime.checkpoint import model_from_checkpoint, update_checkpoint_metadata
+from cxrdistill.runtime.served import warn_if_synthetic
 
 THRESHOLD_POLICIES: tuple[str, ...] = ("youden", "min_sensitivity", "fixed")
 DEFAULT_THRESHOLD = 0.5
@@ -173,6 +174,7 @@ def load_served_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """The checkpoint's network with its stored temperature and site prior applied: what evaluation and
     deployment run."""
     model, metadata = model_from_checkpoint(path)
+    warn_if_synthetic(metadata, path)
     temperature = stored_temperature(metadata)
     served = model if temperature == 1.0 else TemperatureScaled(model, temperature)
     shift = metadata.get("prior_shift")

@@ -6,7 +6,7 @@ call works on the run's own test split, on a bare ``NORMAL/`` + ``PNEUMONIA/`` f
 originals from elsewhere, and on a Kermany root that holds only ``test/``.
 
 Metrics are always reported at the conventional threshold 0.5 and, when the checkpoint stores one, at
-its operating threshold (see :mod:`cxrdistill.evaluation.calibration`). Intervals are 95 % bootstrap
+its operating threshold (chosen by :mod:`cxrdistill.evaluation.operating_point`). Intervals are 95 % bootstrap
 intervals that resample patients, since several films of one patient are not independent.
 """
 
@@ -25,17 +25,12 @@ import numpy as np
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cxrdistill.config import DataConfig, EvaluationConfig, config_from_dict
+from cxrdistill.config import DataConfig, config_from_dict
+from cxrdistill.data.cache import user_cache_dir
 from cxrdistill.data.dataset import build_dataset, default_num_workers, resolve_split
 from cxrdistill.data.layout import CLASS_NAMES, DatasetLayoutError, ImageRecord, scan_dataset
 from cxrdistill.errors import CxrDistillError, InvalidArgumentError
-from cxrdistill.evaluation.calibration import (
-    DEFAULT_THRESHOLD,
-    load_served_model,
-    store_operating_point,
-    stored_temperature,
-    stored_threshold,
-)
+from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, load_served_model, stored_temperature, stored_threshold
 from cxrdistill.evaluation.masking import masked_model
 from cxrdistill.evaluation.metrics import (
     MetricEstimate,
@@ -47,7 +42,7 @@ from cxrdistill.evaluation.metrics import (
 from cxrdistill.evaluation.plots import plot_confusion, plot_reliability, plot_roc
 from cxrdistill.evaluation.predict import Predictions, predict
 from cxrdistill.evaluation.tables import write_table
-from cxrdistill.files import atomic_write_json, atomic_write_text
+from cxrdistill.files import atomic_write_json, atomic_write_text, text_digest
 from cxrdistill.runtime import distributed
 from cxrdistill.runtime.checkpoint import check_class_names
 from cxrdistill.runtime.device import resolve_device, resolve_precision
@@ -58,6 +53,22 @@ TABLE_METRICS: tuple[str, ...] = ("accuracy", "sensitivity", "specificity", "roc
 
 class RunEvaluationMissingError(CxrDistillError, FileNotFoundError):
     """A run folder without the ``evaluation.json`` that training writes (an interrupted or older run)."""
+
+
+class CalibrationImagesError(CxrDistillError, ValueError):
+    """A report asked for on the very images that calibrated the checkpoint (its temperature and threshold)."""
+
+
+CALIBRATION_IMAGES_MARK = " [CALIBRATION IMAGES: the temperature and threshold were fitted on them; optimistic]"
+"""Appended to the description of a report on the calibration images, when it was explicitly allowed."""
+
+
+def image_set(keys: Sequence[str], folder: str | Path) -> dict[str, Any]:
+    """Which images these are, without a path: the digest of their sorted content hashes, folder name, count.
+
+    Content hashes (not file names) identify the set wherever the folder is copied or whatever it is called.
+    """
+    return {"digest": text_digest(sorted(keys)), "folder": Path(folder).name, "count": len(keys)}
 
 @dataclass
 class ThresholdedMetrics:
@@ -96,6 +107,8 @@ class EvaluationReport:
     operating_point: dict | None
     temperature: float
     out_dir: Path
+    calibration_images: bool = False
+    """Reported on the images that calibrated the checkpoint (allowed explicitly; the description says so)."""
 
     @property
     def data(self) -> str:
@@ -128,6 +141,7 @@ class EvaluationReport:
             "confusion": self.confusion,
             "metrics": {name: dataclasses.asdict(value) for name, value in self.metrics.items()},
             "at_operating_point": point.as_dict() if point else None,
+            "calibration_images": self.calibration_images,
         }
 
 
@@ -220,22 +234,38 @@ def predict_records(
     return dataset.records, predictions
 
 
-def load_for_evaluation(checkpoint: str | Path) -> tuple[nn.Module, dict, DataConfig]:
-    """The served model (stored temperature applied), its metadata and the data settings it was trained with."""
+def load_for_evaluation(
+    checkpoint: str | Path, cache_dir: str | Path | None = None, local_data: DataConfig | None = None,
+) -> tuple[nn.Module, dict, DataConfig]:
+    """The served model (stored temperature applied), its metadata and the data settings to read images with.
+
+    The stored cache and split-file locations are the training machine's: they are replaced by ``cache_dir``
+    (default: this user's cache folder, :func:`user_cache_dir`). The stored split settings (seed, fractions)
+    are kept: they say which images of a training root the model saw. ``local_data`` (a run's own settings,
+    right after training on this machine) is used as it is instead.
+    """
     model, metadata = load_served_model(checkpoint)
     check_class_names(metadata, str(checkpoint))
-    return model, metadata, config_from_dict(metadata["config"]).data
+    return model, metadata, local_data or local_data_config(metadata, cache_dir)
+
+
+def local_data_config(metadata: dict, cache_dir: str | Path | None = None) -> DataConfig:
+    """A checkpoint's data settings with this machine's cache (``cache_dir``, default :func:`user_cache_dir`) in
+    place of the stored cache and split-file locations."""
+    stored = config_from_dict(metadata["config"]).data
+    return dataclasses.replace(stored, cache_dir=str(cache_dir or user_cache_dir()), split_file=None)
 
 
 def predict_checkpoint(
     checkpoint: str | Path, data: str | Path, split: str = "test", device: str = "auto",
     batch_size: int | None = None, progress: bool = True, mask: str | None = None,
+    cache_dir: str | Path | None = None,
 ) -> tuple[list[ImageRecord], Predictions, dict, str]:
     """Records, predictions, checkpoint metadata and a description of the data evaluated.
 
     ``mask`` (a name in :data:`~cxrdistill.evaluation.masking.MASKS`) hides part of every model input.
     """
-    model, metadata, data_config = load_for_evaluation(checkpoint)
+    model, metadata, data_config = load_for_evaluation(checkpoint, cache_dir)
     model = masked_model(model, mask, metadata)
     records, description = records_for(Path(data), split, data_config)
     if mask is not None:
@@ -260,28 +290,44 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     progress: bool = True,
     mask: str | None = None,
+    allow_calibration_images: bool = False,
+    cache_dir: str | Path | None = None,
 ) -> EvaluationReport:
     """Metrics with bootstrap CIs, ``predictions.csv``, ``metrics.json`` and three plots in ``out_dir``.
 
-    ``mask`` evaluates with part of every input hidden (:mod:`cxrdistill.evaluation.masking`).
+    ``mask`` evaluates with part of every input hidden (:mod:`cxrdistill.evaluation.masking`). The images
+    that calibrated the checkpoint (recorded in its sidecar) are refused: numbers measured where the threshold
+    was chosen flatter the model. ``allow_calibration_images`` reports them, marked as such. Caches go to
+    ``cache_dir`` (default: this user's cache folder), never to the checkpoint's stored one.
     """
     checkpoint, data = Path(checkpoint), Path(data)
     records, predictions, metadata, description = predict_checkpoint(
-        checkpoint, data, split, device, batch_size, progress, mask
+        checkpoint, data, split, device, batch_size, progress, mask, cache_dir
     )
+    calibrated_on = ((metadata.get("calibration") or {}).get("images") or {}).get("digest")
+    on_calibration_images = calibrated_on == image_set(predictions.keys, data)["digest"]
+    if on_calibration_images and not allow_calibration_images:
+        raise CalibrationImagesError(
+            f"{description}: these {len(records)} images calibrated {checkpoint} (its temperature and threshold "
+            f"were fitted on them), so a report on them would flatter it; report on other images (`cxrdistill "
+            f"calibrate-and-evaluate` splits a folder by patient), or pass --allow-calibration-images "
+            f"(allow_calibration_images=True) to report anyway, marked as such")
+    if on_calibration_images:
+        description += CALIBRATION_IMAGES_MARK
     masked = f"-mask-{mask}" if mask else ""
     out = Path(out_dir) if out_dir else checkpoint.parent / f"eval-{data.name}-{split}{masked}"
-    return report_evaluation(checkpoint, records, predictions, metadata, description, out, n_bootstrap)
+    return report_evaluation(checkpoint, records, predictions, metadata, description, out, n_bootstrap,
+                             on_calibration_images)
 
 
 def report_evaluation(
     checkpoint: Path, records: list[ImageRecord], predictions: Predictions, metadata: dict, description: str,
-    out: Path, n_bootstrap: int,
+    out: Path, n_bootstrap: int, calibration_images: bool = False,
 ) -> EvaluationReport:
     """Write ``metrics.json``, ``predictions.csv`` and the plots for one evaluated set to ``out``."""
     evaluation = evaluate_set(description, description, records, predictions, metadata, n_bootstrap)
     report = EvaluationReport(checkpoint, evaluation, metadata.get("operating_point"), stored_temperature(metadata),
-                              out)
+                              out, calibration_images)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "metrics.json", report.as_dict())
     atomic_write_text(out / "predictions.csv", predictions_csv(records, predictions, stored_threshold(metadata)))
@@ -308,26 +354,22 @@ def external_set_names(external: Sequence[str | Path]) -> dict[str, Path]:
 
 def evaluate_run(
     checkpoint: str | Path, root: str | Path, external: Sequence[str | Path] = (), n_bootstrap: int = 1000,
-    device: str = "auto", progress: bool = False, threshold_settings: EvaluationConfig | None = None,
+    device: str = "auto", progress: bool = False, local_data: DataConfig | None = None,
 ) -> dict[str, SetEvaluation]:
     """Evaluate a run's checkpoint on its val and test splits and on each external set.
 
-    With ``threshold_settings`` the operating threshold is first chosen on the val split and stored in the
-    checkpoint (as after training). Writes ``evaluation.json`` and ``evaluation.{csv,md}`` beside the
+    Writes ``evaluation.json`` and ``evaluation.{csv,md}`` beside the
     checkpoint. The val split chose the operating point, so its metrics at that threshold are optimistic; it
     is listed for selection (e.g. of a temperature), the test split and the external sets are what to report.
     """
     checkpoint, root = Path(checkpoint), Path(root)
-    model, metadata, data_config = load_for_evaluation(checkpoint)
+    model, metadata, data_config = load_for_evaluation(checkpoint, local_data=local_data)
     sources = {"val": (root, "val"), "test": (root, "test"),
                **{name: (folder, "test") for name, folder in external_set_names(external).items()}}
     sets: dict[str, SetEvaluation] = {}
     for name, (data, split) in sources.items():
         records, description = records_for(data, split, data_config)
         records, predictions = predict_records(model, metadata, data_config, records, device, progress=progress)
-        if name == "val" and threshold_settings is not None:
-            point = store_operating_point(checkpoint, predictions, threshold_settings, "val", description)
-            metadata = {**metadata, "operating_point": point}
         sets[name] = evaluate_set(name, description, records, predictions, metadata, n_bootstrap)
     if distributed.is_main_process():
         write_run_evaluation(checkpoint, metadata, sets)

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cxrdistill.config import EvaluationConfig, config_from_dict
+from cxrdistill.config import DataConfig, EvaluationConfig, config_from_dict
 from cxrdistill.data.layout import CLASS_NAMES, ImageRecord
 from cxrdistill.data.splits import split_patients
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.calibration import fit_local_calibration, nll_at_temperature, store_operating_point
 from cxrdistill.evaluation.evaluate import (
     EvaluationReport,
+    image_set,
     load_for_evaluation,
     predict_records,
     records_for,
@@ -45,32 +46,43 @@ class CalibrationResult:
 
 def choose_on_val(
     checkpoint: str | Path, root: str | Path, settings: EvaluationConfig, device: str = "auto", progress: bool = False,
+    local_data: DataConfig | None = None,
 ) -> dict[str, Any]:
-    """Choose the threshold on the val split of ``root`` and write it into ``checkpoint`` (in place, atomically)."""
-    model, metadata, data_config = load_for_evaluation(checkpoint)
+    """Choose the threshold on the val split of ``root`` and write it into ``checkpoint`` (in place, atomically).
+
+    ``local_data``: a run's own data settings right after training (default: the checkpoint's, with this
+    machine's cache; see :func:`load_for_evaluation`)."""
+    model, metadata, data_config = load_for_evaluation(checkpoint, local_data=local_data)
     records, description = records_for(Path(root), "val", data_config)
     _, predictions = predict_records(model, metadata, data_config, records, device, progress=progress)
     return store_operating_point(checkpoint, predictions, settings, "val", description)
 
 
 def calibrate_checkpoint(
-    checkpoint: str | Path, data: str | Path, out: str | Path, split: str = "test", device: str = "auto",
-    progress: bool = False, **policy: Any,
+    checkpoint: str | Path, data: str | Path, out: str | Path, split: str = "val", device: str = "auto",
+    progress: bool = False, cache_dir: str | Path | None = None, **policy: Any,
 ) -> CalibrationResult:
     """Refit temperature and threshold on a labelled folder; write the result as a new checkpoint ``out``.
 
+    A Kermany root calibrates on its ``val`` split by default, never on the ``test`` split reports are made on;
+    the new checkpoint records which images calibrated it, and ``evaluate`` refuses to report on those.
     ``policy`` overrides the checkpoint's ``evaluation`` settings (``threshold_policy``, ``min_sensitivity``,
     ``fixed_threshold``); ``None`` values keep them.
     """
-    records, description = records_for(Path(data), split, load_for_evaluation(checkpoint)[2])
-    return calibrate_on_records(checkpoint, records, description, out, device, progress, **policy)
+    data_config = load_for_evaluation(checkpoint, cache_dir)[2]
+    records, description = records_for(Path(data), split, data_config)
+    return calibrate_on_records(checkpoint, records, description, out, device, progress, folder=data,
+                                data_config=data_config, **policy)
 
 
 def calibrate_on_records(
     checkpoint: str | Path, records: list[ImageRecord], description: str, out: str | Path, device: str = "auto",
-    progress: bool = False, **policy: Any,
+    progress: bool = False, folder: str | Path = "", *, data_config: DataConfig, **policy: Any,
 ) -> CalibrationResult:
-    """Fit the temperature on the network's raw logits, then the threshold on the recalibrated probabilities."""
+    """Fit the temperature on the network's raw logits, then the threshold on the recalibrated probabilities.
+
+    ``folder`` (the data folder the records come from) names the calibration images in the new sidecar;
+    ``data_config`` is how to read them (:func:`load_for_evaluation`'s, with this machine's cache)."""
     checkpoint, out = Path(checkpoint), checkpoint_files(out).weights  # NAME.pt is written as NAME.safetensors
     if out.resolve() == checkpoint_files(checkpoint).weights.resolve():
         raise InvalidArgumentError(f"calibrate writes a new checkpoint; choose an --out other than {checkpoint}")
@@ -78,13 +90,14 @@ def calibrate_on_records(
     check_class_names(metadata, str(checkpoint))
     config = config_from_dict(metadata["config"])
     settings = dataclasses.replace(config.evaluation, **{k: v for k, v in policy.items() if v is not None})
-    records, raw = predict_records(network, metadata, config.data, records, device, progress=progress)
+    records, raw = predict_records(network, metadata, data_config, records, device, progress=progress)
     temperature = fit_local_calibration(raw.logits, raw.labels, settings).temperature
     calibration = {
         "temperature": temperature, "data": description, "count": len(records),
         "patients": len({r.patient for r in records}), "calibrated_from": str(checkpoint),
         "nll_before": nll_at_temperature(raw.logits, raw.labels, 1.0),
         "nll_after": nll_at_temperature(raw.logits, raw.labels, temperature),
+        "images": image_set(raw.keys, folder),
     }
     calibrated = Predictions(raw.labels, raw.logits / temperature, raw.keys)
     operating_point = store_operating_point(checkpoint, calibrated, settings, "local calibration data", description,
@@ -94,7 +107,8 @@ def calibrate_on_records(
 
 def calibrate_and_evaluate(
     checkpoint: str | Path, data: str | Path, out_dir: str | Path, calibration_fraction: float = 0.5, seed: int = 0,
-    split: str = "test", n_bootstrap: int = 1000, device: str = "auto", progress: bool = False, **policy: Any,
+    split: str = "val", n_bootstrap: int = 1000, device: str = "auto", progress: bool = False,
+    cache_dir: str | Path | None = None, **policy: Any,
 ) -> tuple[CalibrationResult, EvaluationReport]:
     """Split a labelled folder by patient, calibrate on one part, report on the other.
 
@@ -104,7 +118,8 @@ def calibrate_and_evaluate(
     out_dir = Path(out_dir)
     if not 0.0 < calibration_fraction < 1.0:
         raise InvalidArgumentError(f"calibration_fraction must be between 0 and 1, got {calibration_fraction}")
-    records, description = records_for(Path(data), split, load_for_evaluation(checkpoint)[2])
+    data_config = load_for_evaluation(checkpoint, cache_dir)[2]
+    records, description = records_for(Path(data), split, data_config)
     parts = split_patients(records, {"calibration": calibration_fraction}, seed)
     calibration_part, held_out = parts["calibration"], parts["train"]
     for name, part in (("calibration", calibration_part), ("held-out", held_out)):
@@ -118,8 +133,9 @@ def calibrate_and_evaluate(
     })
     tag = f"patient-wise split, seed {seed}"
     result = calibrate_on_records(checkpoint, calibration_part, f"{description} (calibration part, {tag})",
-                                  out_dir / "calibrated.safetensors", device, progress, **policy)
-    model, metadata, data_config = load_for_evaluation(result.checkpoint)
+                                  out_dir / "calibrated.safetensors", device, progress, folder=data,
+                                  data_config=data_config, **policy)
+    model, metadata, data_config = load_for_evaluation(result.checkpoint, cache_dir)
     held_out, predictions = predict_records(model, metadata, data_config, held_out, device, progress=progress)
     report = report_evaluation(result.checkpoint, held_out, predictions, metadata,
                                f"{description} (held-out part, {tag})", out_dir / "evaluation", n_bootstrap)

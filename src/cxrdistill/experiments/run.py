@@ -18,6 +18,7 @@ import torch
 
 from cxrdistill.config import (
     NOT_STORED,
+    ConfigError,
     ExperimentConfig,
     config_differences,
     config_digest,
@@ -47,6 +48,10 @@ from cxrdistill.training.trainer import Trainer, TrainState, seed_everything
 
 class RunDirectoryError(CxrDistillError, FileExistsError):
     """Refusing to overwrite an earlier run's checkpoints, or to continue it with other settings."""
+
+
+class MissingDataError(CxrDistillError, ValueError):
+    """A run with no ``data.root`` that did not ask for the synthetic set (``data.synthetic``) either."""
 
 
 class RunNotFoundError(CxrDistillError, FileNotFoundError):
@@ -93,15 +98,27 @@ def join_process_group(config: ExperimentConfig) -> torch.device:
 
 
 def data_root(config: ExperimentConfig, progress: bool = True) -> Path:
-    """The configured data folder, or the project's synthetic set (made once, by rank 0, deterministic)."""
+    """The configured data folder, or the synthetic set when ``data.synthetic`` asks for it (made once, by rank 0).
+
+    Neither is refused: a run must never train on made-up images because a setting was forgotten.
+    """
+    if config.data.root is not None and config.data.synthetic:
+        raise ConfigError(f"data.root ({config.data.root}) and data.synthetic: true both name the data to train "
+                          "on; keep one of them")
     if config.data.root is not None:
         return Path(config.data.root)
+    if not config.data.synthetic:
+        raise MissingDataError(
+            "no data to train on: set data.root to a Kermany-layout folder (ROOT/train/{NORMAL,PNEUMONIA}/..., "
+            "e.g. data.root=../data/chest_xray), or run `cxrdistill demo` to train on the bundled sample of real "
+            "X-rays; for made-up images (a smoke test, not X-rays) ask for them with data.synthetic: true in the "
+            "config or --synthetic on the command")
     join_process_group(config)  # sweeps and comparisons get here first
     root = Path(config.data.synthetic_dir)
     with distributed.main_process_first():
+        if progress and distributed.is_main_process():
+            print(f"data.synthetic: training on a SYNTHETIC data set in {root} (not real X-rays).")
         if not is_complete_synthetic_set(root):
-            if progress and distributed.is_main_process():
-                print(f"No data.root given: writing a SYNTHETIC data set to {root} (not real X-rays).")
             make_synthetic_dataset(root, SynthSpec(seed=config.data.split_seed))
     return root
 
@@ -157,7 +174,8 @@ def _run_experiment(config: ExperimentConfig, resume: bool, progress: bool) -> R
         save_config(config, run_dir / "config.yaml")
     processes = distributed.world_size()
     metadata = {**checkpoint_metadata(config, size), "config_digest": config_digest(config),
-                "split_digest": split_digest(bundle.split), "processes": processes}
+                "split_digest": split_digest(bundle.split), "processes": processes,
+                "synthetic_data": is_complete_synthetic_set(root)}
     # config.train.lr as stored; the optimiser gets it scaled by train.lr_scaling for this many processes
     train_config = dataclasses.replace(
         config.train, lr=distributed.effective_lr(config.train, config.data.batch_size, processes))
@@ -203,11 +221,11 @@ def evaluate_after_training(
     (``evaluation.json`` and ``evaluation.{csv,md}`` in the run folder).
     """
     settings = config.evaluation
-    evaluate_run(handed_on, root, config.data.external, settings.n_bootstrap, config.train.device,
-                 threshold_settings=settings)
+    local = config.data  # this run's own settings on this machine: its split file and decoded-image cache
     for checkpoint in checkpoints:
-        if checkpoint != handed_on:
-            choose_on_val(checkpoint, root, settings, config.train.device)
+        choose_on_val(checkpoint, root, settings, config.train.device, local_data=local)
+    distributed.barrier()  # rank 0 has stored the operating points before any rank reads them back
+    evaluate_run(handed_on, root, config.data.external, settings.n_bootstrap, config.train.device, local_data=local)
     if progress:
         print(f"operating thresholds chosen on val ({settings.threshold_policy}); evaluation of {handed_on.name} "
               f"on test and external sets: {handed_on.parent / 'evaluation.md'}")

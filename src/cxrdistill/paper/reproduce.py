@@ -268,8 +268,9 @@ class Study:
                          progress=self.progress, report="table6")
         roc = {}
         for role in ROLES:
-            records, predictions, _, description = predict_checkpoint(handed_on_checkpoint(self.role(role)), self.root,
-                                                                      "test", progress=False)
+            config = self.role(role)
+            records, predictions, _, description = predict_checkpoint(
+                handed_on_checkpoint(config), self.root, "test", progress=False, cache_dir=config.data.cache_dir)
             roc[role] = {"data": description, "labels": predictions.labels.tolist(),
                          "prob_pneumonia": predictions.prob_positive.round(6).tolist()}
         return {**result.as_dict(), "roc_test_first_seed": roc, "checkpoints": self.compared_checkpoints()}

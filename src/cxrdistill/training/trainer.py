@@ -10,9 +10,10 @@ see :mod:`cxrdistill.runtime.checkpoint`), then the resume state ``last.state.pt
 ``metrics.jsonl``, each atomically. With ``ema_decay`` set, validation and the saved weights are the
 moving average (what gets deployed); the raw weights travel in the resume state. ``resume=True``
 restores model, optimiser, scheduler, gradient scaler, moving average, early-stopping state and
-random-number generators from it. Ctrl-C (SIGINT) stops after the current step and saves the state
-mid-epoch; resuming skips the batches already done (reading them again: each epoch's batches depend
-on ``(seed, epoch)`` only) and gives the weights an uninterrupted run would have. A non-finite loss
+random-number generators (see :mod:`cxrdistill.runtime.random_state`) from it. Ctrl-C (SIGINT) stops
+after the current step and saves the state mid-epoch; resuming skips the batches already done in the
+sampler (each epoch's draws depend on ``(seed, epoch)`` only, so the rest of the epoch is known without
+reading an image of the done batches) and gives the weights an uninterrupted run would have. A non-finite loss
 stops training with the epoch and step it appeared at.
 """
 
@@ -55,6 +56,7 @@ from cxrdistill.runtime.checkpoint import (
     training_state_path,
 )
 from cxrdistill.runtime.device import Precision
+from cxrdistill.runtime.random_state import capture_random_state, restore_random_state
 from cxrdistill.training.objectives import BatchMix, Objective
 
 MINIMISED = {"val_loss"}
@@ -179,7 +181,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(), "python": list(random.getstate()[1])},
+            "rng": capture_random_state(),
             "stopped_early": self.state.stopped_early,
             "step": self.state.step,
             "partial": self.state.partial,
@@ -211,12 +213,9 @@ class Trainer:
         self.state.best_value = saved["best_value"]
         self.state.best_epoch = saved["best_epoch"]
         self.state.epochs_without_improvement = saved["epochs_without_improvement"]
-        torch.set_rng_state(saved["rng"]["torch"])
-        numpy_state = saved["rng"]["numpy"]
-        np.random.set_state(("MT19937", numpy_state[:-1].numpy().astype(np.uint32), int(numpy_state[-1]), 0, 0.0))
+        restore_random_state(saved["rng"])
         self.state.stopped_early = saved["stopped_early"]
         self.state.step, self.state.partial = saved.get("step", 0), saved.get("partial", {})
-        random.setstate((3, tuple(saved["rng"]["python"]), None))
         lines = self.metrics_path.read_text().splitlines() if self.metrics_path.exists() else []
         self.state.history = [row for row in map(json.loads, lines) if row["epoch"] <= self.state.epoch]
         self._write_metrics()
@@ -289,30 +288,32 @@ class Trainer:
             )
 
     # -- loop --------------------------------------------------------------------------------
-    def _reseed_shuffle(self, loader: DataLoader) -> None:
+    def _reseed_shuffle(self, loader: DataLoader, skip_batches: int) -> None:
         """Each epoch's order and augmentation depend on (seed, epoch) only (``EpochSampler.set_epoch``), so a
-        resumed run sees the batches it would have. Loaders without ``set_epoch`` (benchmarks) keep their own.
+        resumed run sees the batches it would have, and the sampler leaves out the ``skip_batches`` already
+        done. Loaders without ``set_epoch`` (benchmarks) keep their own order and cannot resume mid-epoch.
         Under ``torchrun`` each rank's own random streams (dropout, mixup) are reseeded from (seed, rank, epoch)."""
         set_epoch = getattr(loader.sampler, "set_epoch", None)
         if set_epoch is not None:
-            set_epoch(self.state.epoch)
+            set_epoch(self.state.epoch, skip=skip_batches * loader.batch_size)
+        elif skip_batches:
+            raise ValueError(f"cannot resume mid-epoch: the training loader's sampler "
+                             f"({type(loader.sampler).__name__}) has no set_epoch(epoch, skip)")
         if distributed.is_distributed():
             distributed.seed_rank_epoch(self.config.seed, self.state.epoch)
 
     def train_epoch(self, loader: DataLoader) -> dict[str, float]:
         train_mode(self.model)
-        self._reseed_shuffle(loader)
-        device = self.precision.device
         partial, skip = self.state.partial, self.state.step
+        self._reseed_shuffle(loader, skip)
+        device = self.precision.device
         total_loss = partial.get("loss", torch.zeros(())).to(device)
         correct = partial.get("correct", torch.zeros((), dtype=torch.long)).to(device)
         seen = int(partial.get("seen", 0))
         first_bad_step = torch.full((), -1, device=device, dtype=torch.long)
         bar = tqdm(loader, desc=f"epoch {self.state.epoch + 1}/{self.config.epochs}", disable=not self.progress,
-                   leave=False, unit="batch")
-        for step, batch in enumerate(bar):
-            if step < skip:
-                continue  # done before an interruption; the batch is read again to keep the epoch's order
+                   leave=False, unit="batch", initial=skip, total=skip + len(loader))
+        for step, batch in enumerate(bar, start=skip):  # the sampler left out the steps done before an interrupt
             images = batch["image"].to(device, non_blocking=True)
             labels = batch["label"].to(device, non_blocking=True)
             if self.config.channels_last:
@@ -461,9 +462,4 @@ def ema_multi_avg_fn(
 
     return update
 
-
-def _numpy_rng_state() -> torch.Tensor:
-    """numpy's Mersenne-Twister key and position as one tensor (checkpoints hold tensors, not arrays)."""
-    _, key, position, *_ = np.random.get_state()
-    return torch.from_numpy(np.append(key.astype(np.int64), position))
 
