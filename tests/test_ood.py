@@ -149,3 +149,14 @@ def test_service_answers_with_the_check(ood_checkpoint: Path, tmp_path: Path) ->
     assert answer["label"] == offline.predicted and health["ood_threshold"] == threshold
     assert answer["ood"] == {"score": pytest.approx(offline.ood_score, rel=1e-5), "threshold": threshold,
                              "flagged": True, "message": FLAG_TEXT}
+
+
+def test_training_fits_the_check_on_the_checkpoint_it_hands_on(synth_root: Path, tmp_path: Path) -> None:
+    from conftest import tiny_config
+
+    from cxrdistill.experiments.run import run_experiment
+
+    result = run_experiment(tiny_config(synth_root, tmp_path, "train.epochs=1"), progress=False)
+    record = read_metadata(result.final_checkpoint)[OOD_KEY]
+    assert record["fitted_on"]["count"] == len(result.bundle.split["train"]) and record["fit_seconds"] >= 0
+    assert side_file_path(result.final_checkpoint, OOD_KEY).is_file()

@@ -184,6 +184,8 @@ class OodScoreKind:
     fit: Callable[[np.ndarray, np.ndarray, int], nn.Module]
     rebuild: Callable[[dict[str, torch.Tensor]], nn.Module]
     description: str
+    needs_training_features: bool = True
+    """``False``: the score is computed from the logits alone, so fitting skips the pass over the train split."""
 
 
 OOD_SCORES: Registry[OodScoreKind] = Registry("out-of-distribution score")
@@ -191,7 +193,8 @@ OOD_SCORES.register("mahalanobis")(OodScoreKind(
     fit_mahalanobis, lambda tensors: MahalanobisScore(**tensors),
     "squared Mahalanobis distance to the nearest class mean (shared covariance, principal components)"))
 OOD_SCORES.register("energy")(OodScoreKind(
-    lambda features, labels, dims: EnergyScore(), lambda tensors: EnergyScore(), "negative energy of the logits"))
+    lambda features, labels, dims: EnergyScore(), lambda tensors: EnergyScore(), "negative energy of the logits",
+    needs_training_features=False))
 
 
 class ScoredModel(nn.Module):
@@ -254,11 +257,12 @@ class OodFit:
 
 def fit_ood(checkpoint: str | Path, data: str | Path | None = None, score: str = DEFAULT_SCORE,
             features: str = DEFAULT_FEATURES, dims: int = DEFAULT_DIMS, percentile: float = DEFAULT_PERCENTILE,
-            max_train_images: int | None = None, seed: int = 0) -> OodFit:
+            max_train_images: int | None = None, seed: int = 0, local_data: DataConfig | None = None) -> OodFit:
     """Fit the check on the run's training split, set its threshold on the validation split, store both.
 
     ``data`` is the run's data root (default: the one in its config). ``max_train_images`` fits on a random
-    sample of the training split (seeded), for speed. The checkpoint's sidecar is rewritten in place and
+    sample of the training split (seeded), for speed. ``local_data`` (a run's own settings, right after
+    training) reads images through that run's cache. The checkpoint's sidecar is rewritten in place and
     ``NAME.ood.safetensors`` written beside it.
     """
     if not 0.0 < percentile < 100.0:
@@ -267,7 +271,7 @@ def fit_ood(checkpoint: str | Path, data: str | Path | None = None, score: str =
         raise InvalidArgumentError(f"dims must be at least 1, got {dims}")
     kind, source = OOD_SCORES.get(score), FEATURE_SOURCES.get(features)
     started = time.perf_counter()
-    served, metadata, data_config = load_for_evaluation(checkpoint)
+    served, metadata, data_config = load_for_evaluation(checkpoint, local_data=local_data)
     size = int(metadata["input_size"])
     root = Path(data if data is not None else data_config.root or data_config.synthetic_dir)
     data_config = dataclasses.replace(data_config, root=str(root))
@@ -278,15 +282,18 @@ def fit_ood(checkpoint: str | Path, data: str | Path | None = None, score: str =
     val, val_description = records_for(root, "val", data_config)
     layer = source.locate(base_network(served).eval(), size)
     tap = FeatureTap(served.eval(), layer, source.reads_input)
-    train_features, _, train_labels = extract(tap, train, data_config, size)
+    val_features, val_logits, val_labels = extract(tap, val, data_config, size)
+    if kind.needs_training_features:
+        train_features, _, train_labels = extract(tap, train, data_config, size)
+    else:
+        train_features, train_labels = val_features[:0], val_labels[:0]
     scorer = kind.fit(train_features, train_labels, dims).eval()
-    val_features, val_logits, _ = extract(tap, val, data_config, size)
     with torch.no_grad():
         val_scores = scorer(torch.from_numpy(val_features), torch.from_numpy(val_logits)).numpy()
     threshold = float(np.percentile(val_scores, percentile))
     record = {
         "score": score, "score_description": kind.description, "features": features, "layer": layer,
-        "feature_description": source.description, "feature_dim": int(train_features.shape[1]),
+        "feature_description": source.description, "feature_dim": int(val_features.shape[1]),
         "dims": int(scorer.components.shape[0]) if isinstance(scorer, MahalanobisScore) else None,
         "threshold": threshold, "threshold_rule": f"{percentile:g}th percentile of the scores on the validation split",
         "percentile": percentile, "fitted_on": {"data": f"{root}:train", "count": len(train_features)},

@@ -28,6 +28,7 @@ from cxrdistill.config import (
 from cxrdistill.data.dataset import DataBundle, build_loaders
 from cxrdistill.data.splits import split_digest
 from cxrdistill.data.synth import SynthSpec, is_complete_synthetic_set, make_synthetic_dataset
+from cxrdistill.deployment.ood import fit_ood
 from cxrdistill.distillation.objective import build_objective, data_image_size
 from cxrdistill.errors import CxrDistillError
 from cxrdistill.evaluation.evaluate import evaluate_run
@@ -218,7 +219,8 @@ def evaluate_after_training(
     """Store an operating point chosen on val in each checkpoint; evaluate the one handed on.
 
     The handed-on checkpoint is scored on the internal test split and on every ``data.external`` set
-    (``evaluation.json`` and ``evaluation.{csv,md}`` in the run folder).
+    (``evaluation.json`` and ``evaluation.{csv,md}`` in the run folder), and gets its out-of-distribution
+    check (fitted on the train split, threshold on val: one more pass over both, without gradients).
     """
     settings = config.evaluation
     local = config.data  # this run's own settings on this machine: its split file and decoded-image cache
@@ -226,6 +228,11 @@ def evaluate_after_training(
         choose_on_val(checkpoint, root, settings, config.train.device, local_data=local)
     distributed.barrier()  # rank 0 has stored the operating points before any rank reads them back
     evaluate_run(handed_on, root, config.data.external, settings.n_bootstrap, config.train.device, local_data=local)
+    if distributed.is_main_process():
+        ood = fit_ood(handed_on, root, local_data=local).record
+        if progress:
+            print(f"out-of-distribution check of {handed_on.name}: threshold {ood['threshold']:.4g} "
+                  f"({ood['threshold_rule']}), fitted in {ood['fit_seconds']:.0f} s")
     if progress:
         print(f"operating thresholds chosen on val ({settings.threshold_policy}); evaluation of {handed_on.name} "
               f"on test and external sets: {handed_on.parent / 'evaluation.md'}")
