@@ -189,14 +189,17 @@ def main(argv: list[str] | None = None) -> dict:
     options.add_argument("--model", action="append", required=True, help="NAME=CHECKPOINT (repeatable)")
     options.add_argument("--candidate", action="append", default=None,
                          help="SCORE:FEATURES to fit and compare (repeatable; the first is exported to ONNX); "
-                              "default mahalanobis:pooled, mahalanobis:penultimate, energy:pooled")
+                              "default mahalanobis:pooled_stats, mahalanobis:penultimate, mahalanobis:pooled, "
+                              "energy:pooled")
     options.add_argument("--half-a", type=Path, default=REPO.parent / "shared/data/kermany_test_half_a")
     options.add_argument("--max-train-images", type=int, default=None, help="fit on a sample of the train split")
     options.add_argument("--made", type=int, default=20, help="images per made set")
     options.add_argument("--out", type=Path, default=REPO / "benchmarks/results/ood")
     args = options.parse_args(argv)
     argv = list(sys.argv[1:] if argv is None else argv)
-    candidates = args.candidate or ["mahalanobis:pooled", "mahalanobis:penultimate", "energy:pooled"]
+    candidates = args.candidate or ["mahalanobis:pooled_stats", "mahalanobis:penultimate", "mahalanobis:pooled",
+                                    "energy:pooled"]
+    args.out.mkdir(parents=True, exist_ok=True)
     report = {"models": {}, "provenance": provenance([f"benchmarks/{Path(__file__).name}", *argv], vars(args))}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
@@ -217,6 +220,7 @@ def main(argv: list[str] | None = None) -> dict:
                 record = json.loads(checkpoint_files(fitted).sidecar.read_text())["metadata"][OOD_KEY]
                 entry = model_report["candidates"][candidate] = {"record": record, "shares": shares(by_set)}
                 print(model_name, candidate, {k: v["share"] for k, v in entry["shares"].items()}, flush=True)
+                write_report(args.out, report)  # after each candidate: a long run's finished part is kept
                 if number == 0:
                     onnx_path = export_onnx(fitted, work / model_name / "model.onnx").path
                     from_onnx = predict_files(onnx_path, files)
@@ -228,9 +232,13 @@ def main(argv: list[str] | None = None) -> dict:
                                for name, set_results in by_set.items()}, record["threshold"],
                               f"{model_name}: {candidate} (flagged: score above the dashed line)",
                               args.out / f"scores-{model_name}.png")
-    atomic_write_json(args.out / "shares.json", report)
-    atomic_write_text(args.out / "shares.md", markdown(report))
+    write_report(args.out, report)
     return report
+
+
+def write_report(out: Path, report: dict) -> None:
+    atomic_write_json(out / "shares.json", report)
+    atomic_write_text(out / "shares.md", markdown(report))
 
 
 def markdown(report: dict) -> str:
@@ -248,9 +256,11 @@ def markdown(report: dict) -> str:
             lines.append(f"| {name} | {count} | " + " | ".join(cells) + " |")
         first = model_report["candidates"][candidates[0]]
         lines += ["", "Thresholds: " + "; ".join(f"{c}: {model_report['candidates'][c]['record']['threshold']:.4g}"
-                                                  for c in candidates) +
-                  f". ONNX Runtime vs PyTorch ({candidates[0]}): {first['onnx_disagreements']} images flagged "
-                  f"differently; statistics file {first['statistics_bytes'] / 1024:.1f} KiB.", ""]
+                                                  for c in candidates) + "."]
+        if "onnx_disagreements" in first:
+            lines[-1] += (f" ONNX Runtime vs PyTorch ({candidates[0]}): {first['onnx_disagreements']} images flagged "
+                          f"differently; statistics file {first['statistics_bytes'] / 1024:.1f} KiB.")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 

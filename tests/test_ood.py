@@ -52,14 +52,14 @@ def test_shifted_inputs_score_higher_than_training_like_ones(ood_checkpoint: Pat
 def test_fitted_statistics_round_trip_through_the_sidecar(ood_checkpoint: Path) -> None:
     metadata = read_metadata(ood_checkpoint)
     record, side = metadata[OOD_KEY], metadata["side_files"][OOD_KEY]
-    assert record["score"] == "mahalanobis" and record["features"] == "pooled" and record["layer"] == "layer4"
+    assert record["score"] == "mahalanobis" and record["features"] == "pooled_stats" and record["layer"] == "layer4"
     assert record["fitted_on"]["data"].endswith(":train") and record["threshold_on"]["data"].endswith(":val")
     assert record["percentile"] == 99.0 and record["threshold"] > 0
     stored = side_file_path(ood_checkpoint, OOD_KEY)
     assert side["file"] == stored.name and len(side["sha256"]) == 64
     served, _ = load_served_model(ood_checkpoint)
     scorer = load_ood(ood_checkpoint, served, metadata).score
-    assert scorer.components.dtype == torch.float32 and scorer.components.shape[1] == 512  # ResNet18's layer4
+    assert scorer.components.dtype == torch.float32 and scorer.components.shape[1] == 1024  # mean and spread of layer4
     assert scorer.class_means.shape == (2, scorer.components.shape[0])
     assert json.loads(ood_checkpoint.with_suffix(".json").read_text())["metadata"][OOD_KEY] == record  # plain JSON
 

@@ -54,7 +54,7 @@ from cxrdistill.runtime.checkpoint import (
 OOD_KEY = "ood"
 """The sidecar entry (and the ``side_files`` kind) of the check."""
 DEFAULT_SCORE = "mahalanobis"
-DEFAULT_FEATURES = "pooled"
+DEFAULT_FEATURES = "pooled_stats"
 DEFAULT_DIMS = 64
 DEFAULT_PERCENTILE = 99.0
 FLAG_TEXT = "not like the training images"
@@ -71,6 +71,8 @@ class FeatureSource:
 
     locate: Callable[[nn.Module, int], str]
     reads_input: bool
+    reduce: Callable[[torch.Tensor], torch.Tensor]
+    """The captured tensor -> one ``(N, D)`` vector per image."""
     description: str
 
 
@@ -85,10 +87,19 @@ def _last_conv_block(network: nn.Module, input_size: int) -> str:
     return find_target_layer(network, input_size)[0]
 
 
+def _spatial_mean_and_std(maps: torch.Tensor) -> torch.Tensor:
+    """Per channel, the mean and the spread over positions: a flat or a noisy picture differs in the spread."""
+    return torch.cat([maps.mean(dim=(2, 3)), maps.flatten(2).std(dim=2)], dim=1)
+
+
 FEATURE_SOURCES: Registry[FeatureSource] = Registry("feature source")
-FEATURE_SOURCES.register("penultimate")(FeatureSource(_last_linear, True, "input of the last linear layer"))
-FEATURE_SOURCES.register("pooled")(FeatureSource(_last_conv_block, False,
-                                                 "global average of the last convolution's block"))
+FEATURE_SOURCES.register("penultimate")(FeatureSource(
+    _last_linear, True, lambda features: features.flatten(1), "input of the last linear layer"))
+FEATURE_SOURCES.register("pooled")(FeatureSource(
+    _last_conv_block, False, lambda maps: maps.mean(dim=(2, 3)), "global average of the last convolution's block"))
+FEATURE_SOURCES.register("pooled_stats")(FeatureSource(
+    _last_conv_block, False, _spatial_mean_and_std,
+    "per-channel mean and standard deviation over positions of the last convolution's block"))
 
 
 def base_network(served: nn.Module) -> nn.Module:
@@ -101,13 +112,14 @@ def base_network(served: nn.Module) -> nn.Module:
 class FeatureTap(nn.Module):
     """The served model's logits and one layer's feature vector from one forward pass (traceable for ONNX)."""
 
-    def __init__(self, served: nn.Module, layer: str, reads_input: bool) -> None:
+    def __init__(self, served: nn.Module, layer: str, source: FeatureSource) -> None:
         super().__init__()
         self.served = served
+        self.reduce = source.reduce
         self._captured: list[torch.Tensor] = []
         self._active = False  # other users of the network (Grad-CAM) run it without capturing
         module = base_network(served).get_submodule(layer)
-        if reads_input:
+        if source.reads_input:
             module.register_forward_pre_hook(lambda _m, args: self._capture(args[0]))
         else:
             module.register_forward_hook(lambda _m, _args, output: self._capture(output))
@@ -124,8 +136,7 @@ class FeatureTap(nn.Module):
         finally:
             self._active = False
             self._captured.clear()
-        vector = features.mean(dim=(2, 3)) if features.dim() == 4 else features.flatten(1)
-        return logits, vector.float()
+        return logits, self.reduce(features).float()
 
 
 # -- scores --------------------------------------------------------------------------------------
@@ -213,7 +224,7 @@ class ScoredModel(nn.Module):
 def scored_model(served: nn.Module, record: dict[str, Any], score: nn.Module) -> ScoredModel:
     """Wrap ``served`` with the layer and score a fitted record names."""
     source = FEATURE_SOURCES.get(record["features"])
-    return ScoredModel(FeatureTap(served, record["layer"], source.reads_input), score).eval()
+    return ScoredModel(FeatureTap(served, record["layer"], source), score).eval()
 
 
 def load_ood(checkpoint: str | Path, served: nn.Module, metadata: dict[str, Any]) -> ScoredModel | None:
@@ -281,7 +292,7 @@ def fit_ood(checkpoint: str | Path, data: str | Path | None = None, score: str =
         train = [train[i] for i in sorted(chosen)]
     val, val_description = records_for(root, "val", data_config)
     layer = source.locate(base_network(served).eval(), size)
-    tap = FeatureTap(served.eval(), layer, source.reads_input)
+    tap = FeatureTap(served.eval(), layer, source)
     val_features, val_logits, val_labels = extract(tap, val, data_config, size)
     if kind.needs_training_features:
         train_features, _, train_labels = extract(tap, train, data_config, size)
