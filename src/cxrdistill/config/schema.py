@@ -135,14 +135,30 @@ class TrainConfig:
 
 @dataclass
 class DistillConfig:
-    teacher: str | None = None
-    """Teacher checkpoint; without one the config trains the model plainly."""
+    teacher: str | list[str] | None = None
+    """Teacher checkpoint, or a list of them (an ensemble: the mean of their tempered probabilities is the soft
+    target); without one the config trains the model plainly."""
     loss: str = "kd"
     temperature: float = 1.0
     alpha: float = 0.5
     """Weight of the soft (teacher) term; ``1 - alpha`` weighs the hard-label cross-entropy."""
     scale_by_t2: bool = True
     teacher_outputs: Literal["online", "cached"] = "cached"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.teacher, list) and not self.teacher:
+            raise ConfigError("distill.teacher: an empty list names no teacher; give one checkpoint, a list of "
+                              "them, or null to train without one")
+        if isinstance(self.teacher, list) and len(set(self.teacher)) != len(self.teacher):
+            raise ConfigError(f"distill.teacher: {self.teacher} names a checkpoint twice; an ensemble's members "
+                              f"weigh equally, so list each once")
+
+    @property
+    def teachers(self) -> list[str]:
+        """The teacher checkpoints, one or several (empty: no distillation)."""
+        if self.teacher is None:
+            return []
+        return list(self.teacher) if isinstance(self.teacher, list) else [self.teacher]
 
 
 @dataclass

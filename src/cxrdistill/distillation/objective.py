@@ -8,7 +8,12 @@ from torch import nn
 from cxrdistill.config import ConfigError, ExperimentConfig
 from cxrdistill.data.dataset import DataBundle
 from cxrdistill.distillation.losses import build_distillation_loss
-from cxrdistill.distillation.teacher import CachedTeacher, LoadedTeacher, TeacherSource, make_teacher_source
+from cxrdistill.distillation.teacher import (
+    LoadedTeacher,
+    TeacherSource,
+    make_teacher_source,
+    probability_logits,
+)
 from cxrdistill.evaluation.predict import resize_batch
 from cxrdistill.runtime.checkpoint import read_metadata
 from cxrdistill.runtime.device import Precision
@@ -37,7 +42,7 @@ class DistillationObjective:
         mix: BatchMix | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         teacher_logits = self.teacher.logits(images, keys)
-        if mix is not None and isinstance(self.teacher, CachedTeacher):
+        if mix is not None and self.teacher.clean_targets:
             teacher_logits = mixed_logits(teacher_logits, mix, self.loss.temperature)
         if images.shape[-1] != self.student_size:
             images = resize_batch(images, self.student_size)
@@ -54,16 +59,14 @@ def mixed_logits(logits: torch.Tensor, mix: BatchMix, temperature: float) -> tor
     softens logits by T receives exactly the mixed soft targets.
     """
     probs = torch.softmax(logits.float() / temperature, dim=1)
-    mixed = mix.lam * probs + (1.0 - mix.lam) * probs[mix.perm.to(probs.device)]
-    return temperature * torch.log(mixed.clamp_min(torch.finfo(mixed.dtype).tiny))
+    return probability_logits(mix.lam * probs + (1.0 - mix.lam) * probs[mix.perm.to(probs.device)], temperature)
 
 
 def data_image_size(config: ExperimentConfig, student_size: int) -> int:
     """Online KD decodes training images at the larger of the two input sizes; otherwise the student's."""
-    if config.distill.teacher is None or config.distill.teacher_outputs != "online":
+    if not config.distill.teachers or config.distill.teacher_outputs != "online":
         return student_size
-    teacher_size = read_metadata(config.distill.teacher)["input_size"]
-    return max(student_size, teacher_size)
+    return max([student_size, *(int(read_metadata(path)["input_size"]) for path in config.distill.teachers)])
 
 
 def build_objective(
@@ -72,18 +75,18 @@ def build_objective(
 ) -> Objective:
     """Plain supervised training, or KD when the config names a teacher."""
     hard.to(precision.device)
-    if config.distill.teacher is None:
+    if not config.distill.teachers:
         return hard
     loss = build_distillation_loss(config.distill)
-    teacher = LoadedTeacher(config.distill.teacher, precision)
-    teacher_intensity = teacher.metadata["config"]["data"].get("intensity_normalization", "none")
-    if teacher_intensity != config.data.intensity_normalization:
-        raise ConfigError(
-            f"the teacher {config.distill.teacher} was trained with data.intensity_normalization="
-            f"{teacher_intensity} but the student uses {config.data.intensity_normalization}; the teacher would "
-            f"see images unlike its training data — use the same setting for both"
-        )
-    source = make_teacher_source(
-        config.distill.teacher_outputs, teacher, bundle.split["train"], config.data, precision, progress
-    )
+    teachers = [LoadedTeacher(path, precision) for path in config.distill.teachers]
+    for teacher in teachers:
+        teacher_intensity = teacher.metadata["config"]["data"].get("intensity_normalization", "none")
+        if teacher_intensity != config.data.intensity_normalization:
+            raise ConfigError(
+                f"the teacher {teacher.checkpoint} was trained with data.intensity_normalization="
+                f"{teacher_intensity} but the student uses {config.data.intensity_normalization}; the teacher would "
+                f"see images unlike its training data — use the same setting for both"
+            )
+    source = make_teacher_source(config.distill.teacher_outputs, teachers, bundle.split["train"], config.data,
+                                 precision, config.distill.temperature, progress)
     return DistillationObjective(hard, loss, source, student_size)

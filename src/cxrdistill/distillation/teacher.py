@@ -10,10 +10,18 @@ then reuses them, so KD costs about what plain training costs. What it gives up:
 describe the clean image, not the augmented view the student is given. A cache made for another
 teacher or preprocessing is never used: its file name would differ. A cache missing images of the
 current split (the split changed) is extended, with a message.
+
+Both are registered sources (:data:`TEACHER_SOURCES`, chosen by ``distill.teacher_outputs``). An *ensemble*
+(``distill.teacher`` a list of checkpoints, of any architectures and input sizes) runs every member through
+the same source, each at its own input size and with its own cache, and hands the loss the logits whose
+tempered softmax is the mean of the members' tempered probabilities, ``T log(mean_i softmax(z_i / T))``.
+Each member's cache is keyed by its own checkpoint hash, so a temperature sweep reuses all of them and a
+retrained member recomputes only its own logits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -27,6 +35,7 @@ from cxrdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cxrdistill.errors import CxrDistillError
 from cxrdistill.evaluation.predict import predict, resize_batch
 from cxrdistill.files import atomic_write, file_digest, text_digest
+from cxrdistill.registry import Registry
 from cxrdistill.runtime import distributed
 from cxrdistill.runtime.checkpoint import check_class_names, checkpoint_files, model_from_checkpoint
 from cxrdistill.runtime.device import Precision
@@ -39,6 +48,9 @@ class TeacherCacheError(CxrDistillError, ValueError):
 
 
 class TeacherSource(Protocol):
+    clean_targets: bool
+    """The targets describe the un-augmented image (a cache), not the batch the student sees."""
+
     def logits(self, images: torch.Tensor, keys: list[str]) -> torch.Tensor: ...
 
 
@@ -55,6 +67,8 @@ class LoadedTeacher:
 
 
 class OnlineTeacher:
+    clean_targets = False
+
     def __init__(self, teacher: LoadedTeacher, precision: Precision) -> None:
         self.teacher = teacher
         self.precision = precision
@@ -69,6 +83,8 @@ class OnlineTeacher:
 
 class CachedTeacher:
     """Teacher logits looked up by image content hash, computed once and stored on disk."""
+
+    clean_targets = True
 
     def __init__(self, table: dict[str, torch.Tensor], device: torch.device) -> None:
         self.table = table
@@ -136,12 +152,50 @@ def build_cached_teacher(
     return CachedTeacher(table, precision.device), path, len(missing)
 
 
+class EnsembleTeacher:
+    """Several teachers as one: the mean of their probabilities at ``temperature``, returned as logits."""
+
+    def __init__(self, members: list[TeacherSource], temperature: float) -> None:
+        self.members = members
+        self.temperature = temperature
+        self.clean_targets = any(member.clean_targets for member in members)
+
+    def logits(self, images: torch.Tensor, keys: list[str]) -> torch.Tensor:
+        return mean_probability_logits([m.logits(images, keys) for m in self.members], self.temperature)
+
+
+def probability_logits(probabilities: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Logits whose softmax at ``temperature`` gives back ``probabilities``: ``T * log(p)``."""
+    return temperature * torch.log(probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny))
+
+
+def mean_probability_logits(member_logits: list[torch.Tensor], temperature: float) -> torch.Tensor:
+    """The ensemble's soft target: mean of ``softmax(z_i / T)`` over members, as logits at ``T``."""
+    probabilities = torch.stack([torch.softmax(z.float() / temperature, dim=1) for z in member_logits]).mean(0)
+    return probability_logits(probabilities, temperature)
+
+
+TeacherSourceFactory = Callable[[LoadedTeacher, list[ImageRecord], DataConfig, Precision, bool], TeacherSource]
+TEACHER_SOURCES: Registry[TeacherSourceFactory] = Registry("distill.teacher_outputs")
+
+
+@TEACHER_SOURCES.register("online")
+def online_source(teacher: LoadedTeacher, records: list[ImageRecord], data_config: DataConfig,
+                  precision: Precision, progress: bool = True) -> TeacherSource:
+    return OnlineTeacher(teacher, precision)
+
+
+@TEACHER_SOURCES.register("cached")
+def cached_source(teacher: LoadedTeacher, records: list[ImageRecord], data_config: DataConfig,
+                  precision: Precision, progress: bool = True) -> TeacherSource:
+    return build_cached_teacher(teacher, records, data_config, precision, progress)[0]
+
+
 def make_teacher_source(
-    mode: str, teacher: LoadedTeacher, records: list[ImageRecord], data_config: DataConfig,
-    precision: Precision, progress: bool = True,
+    mode: str, teachers: list[LoadedTeacher], records: list[ImageRecord], data_config: DataConfig,
+    precision: Precision, temperature: float, progress: bool = True,
 ) -> TeacherSource:
-    if mode == "online":
-        return OnlineTeacher(teacher, precision)
-    if mode == "cached":
-        return build_cached_teacher(teacher, records, data_config, precision, progress)[0]
-    raise ValueError(f"distill.teacher_outputs must be 'online' or 'cached', got {mode!r}")
+    """One teacher's source as registered under ``mode``, or an ensemble of one source per teacher."""
+    factory = TEACHER_SOURCES.get(mode)
+    sources = [factory(teacher, records, data_config, precision, progress) for teacher in teachers]
+    return sources[0] if len(sources) == 1 else EnsembleTeacher(sources, temperature)
