@@ -18,7 +18,7 @@ import dataclasses
 import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from cxrdistill.config import DataConfig
 from cxrdistill.data.cache import DecodedImageCache, FileHasher
 from cxrdistill.data.io import UnreadableImageError, load_for_model
 from cxrdistill.data.layout import CLASS_NAMES, ImageRecord
+from cxrdistill.data.preprocess import Preprocessing
 from cxrdistill.data.splits import DataSplit, default_split_path, prepare_split
 from cxrdistill.data.transforms import AugmentSettings, XRayTransform
 
@@ -41,7 +42,7 @@ class XRayDataset(Dataset):
         self,
         records: list[ImageRecord],
         image_size: int,
-        transform: XRayTransform,
+        transform: Callable[[np.ndarray], torch.Tensor],
         cache: DecodedImageCache | None = None,
         hasher: FileHasher | None = None,
         progress: bool = True,
@@ -184,7 +185,9 @@ def build_dataset(
     records: list[ImageRecord], config: DataConfig, image_size: int, augment: bool, progress: bool = True
 ) -> XRayDataset:
     cache = DecodedImageCache(Path(config.cache_dir) / "decoded", image_size) if config.use_cache else None
-    transform = XRayTransform(augment_settings(config) if augment else None, config.intensity_normalization)
+    # Without augmentation a sample is exactly what inference computes from the same file (data.preprocess).
+    transform = (XRayTransform(augment_settings(config), config.intensity_normalization) if augment
+                 else Preprocessing(image_size, config.intensity_normalization).from_grey)
     hasher = FileHasher(Path(config.cache_dir) / "decoded" / "file-hashes.json")
     return XRayDataset(records, image_size, transform, cache, hasher, progress=progress)
 

@@ -45,6 +45,16 @@ def normalize_intensity(grey: torch.Tensor, method: str = "none") -> torch.Tenso
     raise ValueError(f"unknown intensity normalisation {method!r}; use one of {list(INTENSITY_NORMALIZATIONS)}")
 
 
+def model_input(pixels: np.ndarray, intensity: str = "none", augment: v2.Transform | None = None) -> torch.Tensor:
+    """Resized ``H x W`` uint8 pixels -> the ``(3, H, W)`` model tensor: intensity normalisation, the training
+    augmentation if any, then :func:`to_model_input`. Every path to a model, training included, runs this."""
+    grey = torch.from_numpy(np.array(pixels, dtype=np.uint8)).unsqueeze(0)  # a copy: cache rows are read-only
+    grey = normalize_intensity(grey, intensity)
+    if augment is not None:
+        grey = augment(grey)
+    return to_model_input(grey)
+
+
 @dataclass(frozen=True)
 class AugmentSettings:
     max_rotation: float = 10.0
@@ -125,11 +135,7 @@ class XRayTransform:
         self._augment = v2.Compose(steps) if steps else None
 
     def __call__(self, pixels: np.ndarray) -> torch.Tensor:
-        grey = torch.from_numpy(np.array(pixels, dtype=np.uint8)).unsqueeze(0)  # a copy: cache rows are read-only
-        grey = normalize_intensity(grey, self.intensity)
-        if self._augment is not None:
-            grey = self._augment(grey)
-        return to_model_input(grey)
+        return model_input(pixels, self.intensity, self._augment)
 
 
 class _SameSizeResizedCrop(v2.Transform):

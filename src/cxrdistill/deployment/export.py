@@ -1,12 +1,13 @@
 """Export a trained checkpoint to ONNX for deployment, and check it with ONNX Runtime.
 
 The exported graph takes ``(N, 3, S, S)`` float input, ImageNet-normalised grey replicated to three
-channels (exactly :func:`cxrdistill.data.transforms.to_model_input`), and returns two logits per image.
-The checkpoint's metadata (classes, input size, normalisation, intended use, operating point and
-calibration) goes into the ONNX file's metadata so that the exported model explains itself. A
-calibrated checkpoint's temperature is part of the graph: its ``logits`` are already divided by T,
-so a softmax over them gives the calibrated probabilities, and the stored threshold applies to those;
-so is an adapted checkpoint's move to the site's share of pneumonia (``cxrdistill adapt``).
+channels, made from a file by :class:`cxrdistill.data.preprocess.Preprocessing` (recorded as data in
+the ``preprocessing`` metadata entry), and returns two logits per image. The checkpoint's metadata
+(classes, input size, normalisation, intended use, operating point and calibration) goes into the ONNX
+file's metadata so that the exported model explains itself. A calibrated checkpoint's temperature is
+part of the graph: its ``logits`` are already divided by T, so a softmax over them gives the calibrated
+probabilities, and the stored threshold applies to those; so is an adapted checkpoint's move to the
+site's share of pneumonia (``cxrdistill adapt``).
 Export is verified: ONNX Runtime must reproduce PyTorch's logits on random input, otherwise the file is not kept.
 
 A checkpoint with a fitted out-of-distribution check (:mod:`cxrdistill.deployment.ood`) exports a second
@@ -31,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cxrdistill.data.preprocess import Preprocessing
 from cxrdistill.deployment.model_card import write_model_card
 from cxrdistill.deployment.ood import OOD_KEY, load_ood
 from cxrdistill.evaluation.calibration import load_served_model
@@ -123,6 +125,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, tolerance: float = 1e-3
                     "intensity_normalization", "intended_use"):
             entry = graph.metadata_props.add()
             entry.key, entry.value = key, json.dumps(metadata.get(key, "none"))
+        entry = graph.metadata_props.add()  # how to make the "image" input from a file, for any runtime
+        entry.key, entry.value = "preprocessing", json.dumps(Preprocessing.of(metadata).record())
         for key in ("operating_point", "calibration", "prior_shift", "adaptation", OOD_KEY,
                     "synthetic_data"):  # absent unless fitted (or from older checkpoints)
             entry = graph.metadata_props.add()

@@ -1,8 +1,9 @@
 """Classifying image files with a trained student: from a checkpoint (PyTorch) or an exported ONNX file.
 
-This is the path a deployment takes: decode with :func:`read_grey` (any format, DICOM included),
-resize to the model's own input size, normalise with :func:`to_model_input`, run. The ONNX route needs
-only onnxruntime and numpy at run time, which is what a clinic PC or an edge box should carry.
+This is the path a deployment takes: decode with :func:`read_grey` (any format, DICOM included), make
+the model's input with the one inference preprocessing (:class:`cxrdistill.data.preprocess.Preprocessing`),
+run. The ONNX route needs only onnxruntime and numpy at run time, which is what a clinic PC or an edge
+box should carry.
 
 A :class:`Predictor` holds one loaded model (the command line's batch and the web service both use it);
 :func:`predict_files` runs one over many files, optionally writing a Grad-CAM overlay per image
@@ -22,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxrdistill.data.io import UnreadableImageError, is_dicom, is_image_file, read_grey, resize_grey
-from cxrdistill.data.transforms import normalize_intensity, to_model_input
+from cxrdistill.data.io import UnreadableImageError, is_dicom, is_image_file, read_grey
+from cxrdistill.data.preprocess import Preprocessing
 from cxrdistill.deployment.heatmap import GradCam, overlay
 from cxrdistill.deployment.ood import FLAG_TEXT, load_ood, stored_ood_threshold
 from cxrdistill.errors import InvalidArgumentError
@@ -84,12 +85,6 @@ def _torch_runner(model: torch.nn.Module, scored: torch.nn.Module | None) -> Run
     return run
 
 
-def model_input(grey: np.ndarray, size: int, intensity: str) -> torch.Tensor:
-    """A decoded grey image -> the ``(3, size, size)`` normalised tensor a model takes, exactly as at inference."""
-    pixels = torch.tensor(resize_grey(grey, size)).unsqueeze(0)  # a copy: decoded arrays are read-only
-    return to_model_input(normalize_intensity(pixels, intensity))
-
-
 def model_id(path: Path) -> str:
     """File name and the start of its SHA-256: which model answered, in logs and service responses."""
     return f"{path.name}@sha256:{file_digest(path)[:12]}"
@@ -131,7 +126,7 @@ class Predictor:
         """Scores above it are flagged "not like the training images"; ``None``: the model has no fitted check."""
         self.input_size = int(self.metadata["input_size"])
         self.class_names: list[str] = list(self.metadata["class_names"])
-        self.intensity = self.metadata.get("intensity_normalization", "none")  # absent in older models
+        self.preprocessing = Preprocessing.of(self.metadata)
         self.model_id = model_id(self.model_path)
         self._grad_cam = None
 
@@ -149,7 +144,7 @@ class Predictor:
 
     def model_input(self, grey: np.ndarray) -> torch.Tensor:
         """A decoded grey image -> the ``(3, S, S)`` normalised tensor this model takes."""
-        return model_input(grey, self.input_size, self.intensity)
+        return self.preprocessing.from_grey(grey)
 
     def probabilities(self, inputs: torch.Tensor) -> list[float]:
         """PNEUMONIA probability per image of a ``(N, 3, S, S)`` batch of model inputs."""

@@ -27,10 +27,11 @@ import numpy as np
 import torch
 
 from cxrdistill.config import DataConfig
-from cxrdistill.data.io import UnreadableImageError, read_grey
+from cxrdistill.data.io import UnreadableImageError
 from cxrdistill.data.layout import ImageRecord, scan_dataset
+from cxrdistill.data.preprocess import Preprocessing
 from cxrdistill.deployment.export import ExportResult, export_onnx
-from cxrdistill.deployment.predict import Predictor, model_input
+from cxrdistill.deployment.predict import Predictor
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, stored_threshold
 from cxrdistill.evaluation.evaluate import external_set_names, local_data_config, records_for
@@ -156,8 +157,9 @@ class ImageCalibrationReader:
 
     A ``CalibrationDataReader`` by duck typing (``get_next``), so onnxruntime is imported only when quantising."""
 
-    def __init__(self, files: Sequence[Path], size: int, intensity: str, batch_size: int = CALIBRATION_BATCH) -> None:
-        self.files, self.size, self.intensity, self.batch_size = list(files), size, intensity, batch_size
+    def __init__(self, files: Sequence[Path], preprocessing: Preprocessing,
+                 batch_size: int = CALIBRATION_BATCH) -> None:
+        self.files, self.preprocessing, self.batch_size = list(files), preprocessing, batch_size
         self._position = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -167,7 +169,7 @@ class ImageCalibrationReader:
             images = []
             for file in chunk:
                 try:
-                    images.append(model_input(read_grey(file), self.size, self.intensity).numpy())
+                    images.append(self.preprocessing(file).numpy())
                 except UnreadableImageError:
                     continue
             if images:
@@ -229,7 +231,7 @@ def export_int8(checkpoint: str | Path, out: str | Path, calibration_data: str |
     root, data_config = training_data(metadata, calibration_data)
     files = calibration_files(root, data_config, calibration_images, seed)
     fp32 = export_onnx(checkpoint, out)
-    reader = ImageCalibrationReader(files, int(metadata["input_size"]), metadata.get("intensity_normalization", "none"))
+    reader = ImageCalibrationReader(files, Preprocessing.of(metadata))
     path, used = quantize_onnx(fp32.path, int8_path(fp32.path), reader, settings, {"calibration_data": str(root)})
     return Int8ExportResult(fp32, path, path.stat().st_size / 1e6, used, str(root), settings)
 
@@ -240,7 +242,7 @@ def scored_by_both(fp32: Predictor, int8: Predictor, records: Sequence[ImageReco
     labels, inputs = [], []
     for record in records:
         try:
-            inputs.append(fp32.model_input(read_grey(record.path)))
+            inputs.append(fp32.preprocessing(record.path))
         except UnreadableImageError:
             continue
         labels.append(record.label)

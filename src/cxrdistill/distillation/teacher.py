@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from cxrdistill.config import DataConfig
 from cxrdistill.data.dataset import build_dataset
 from cxrdistill.data.layout import ImageRecord
-from cxrdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from cxrdistill.data.preprocess import Preprocessing
 from cxrdistill.errors import CxrDistillError
 from cxrdistill.evaluation.predict import predict, resize_batch
 from cxrdistill.files import atomic_write, file_digest, text_digest
@@ -99,8 +99,7 @@ class CachedTeacher:
 
 
 def teacher_cache_path(cache_dir: str | Path, teacher: LoadedTeacher, intensity: str = "none") -> Path:
-    preprocessing = text_digest(teacher.input_size, IMAGENET_MEAN, IMAGENET_STD, "grey->3ch", "bilinear", "no-augment",
-                                *([] if intensity == "none" else [intensity]))
+    preprocessing = text_digest(Preprocessing(teacher.input_size, intensity).record())
     return Path(cache_dir) / "teacher-logits" / f"{teacher.digest[:16]}-{preprocessing}.pt"
 
 
