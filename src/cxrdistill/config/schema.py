@@ -293,6 +293,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
+    """An experiment config from plain data (a checkpoint's stored config, say), checked key by key."""
     return dataclass_from_dict(ExperimentConfig, raw, overrides)
 
 

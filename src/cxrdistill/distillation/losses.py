@@ -81,4 +81,5 @@ class KnowledgeDistillationLoss(nn.Module):
 
 
 def build_distillation_loss(config: DistillConfig) -> nn.Module:
+    """The distillation loss registered under ``distill.loss``."""
     return DISTILLATION_LOSSES.get(config.loss)(config)

@@ -90,6 +90,7 @@ def network_normalization(build: ModelBuild) -> dict[str, list[float]] | None:
 
 
 def input_size(config: ModelConfig, override: int | None = None) -> int:
+    """The input size a model is built for: ``override`` or the architecture's own; below its minimum is an error."""
     spec = model_spec(config.name)
     size = override or spec.input_size
     if size < spec.min_input_size:

@@ -81,8 +81,10 @@ MODELS: Registry[ModelSpec] = Registry("model")
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
+    """Add an architecture to the registry under its name."""
     return MODELS.register(spec.name)(spec)
 
 
 def model_spec(name: str) -> ModelSpec:
+    """The registered spec of ``name``; an unknown name is a ``KeyError`` listing the known ones."""
     return MODELS.get(name)

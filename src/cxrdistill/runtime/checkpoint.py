@@ -99,6 +99,7 @@ def training_state_path(path: str | Path) -> Path:
 
 
 def checkpoint_metadata(config: ExperimentConfig, input_size: int, metrics: dict[str, float] | None = None) -> dict:
+    """What a checkpoint's sidecar records about the model trained from ``config`` at ``input_size``."""
     build = model_build(config.model, len(CLASS_NAMES), input_size)
     normalization = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "input": "grey replicated to RGB"}
     inside = network_normalization(build)

@@ -31,6 +31,7 @@ class DeviceNotAvailableError(CxrDistillError, RuntimeError):
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
+    """``auto`` is CUDA when available, else the CPU; an unavailable device asked for by name is an error."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)

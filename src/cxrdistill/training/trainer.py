@@ -73,6 +73,7 @@ class NonFiniteLossError(CxrDistillError, FloatingPointError):
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators, so one seed gives one run."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
