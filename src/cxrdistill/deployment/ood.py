@@ -89,7 +89,7 @@ def _last_conv_block(network: nn.Module, input_size: int) -> str:
 
 def _spatial_mean_and_std(maps: torch.Tensor) -> torch.Tensor:
     """Per channel, the mean and the spread over positions: a flat or a noisy picture differs in the spread."""
-    return torch.cat([maps.mean(dim=(2, 3)), maps.flatten(2).std(dim=2)], dim=1)
+    return torch.cat([maps.mean(dim=(2, 3)), maps.flatten(2).std(dim=2, correction=0)], dim=1)  # 0 on a 1x1 map
 
 
 FEATURE_SOURCES: Registry[FeatureSource] = Registry("feature source")
