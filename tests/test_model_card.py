@@ -42,3 +42,20 @@ def test_model_card_says_when_a_model_was_never_evaluated(tmp_path):
     export_onnx(checkpoint, tmp_path / "m.onnx")
     card = (tmp_path / MODEL_CARD).read_text()
     assert "was not evaluated after training" in card and "0.5 (default): no operating point stored" in card
+
+
+def test_model_card_states_the_shortcut_audit_of_the_training_data(synth_root, tmp_path):
+    from cxrdistill.data.audit import audit_dataset
+    from cxrdistill.models import create_model
+
+    config = load_config(None, ["model.name=resnet18"])
+    checkpoint = save_checkpoint(tmp_path / "m.pt", create_model(config.model, image_size=32),
+                                 checkpoint_metadata(config, 32))
+    export_onnx(checkpoint, tmp_path / "m.onnx")
+    assert "Shortcut audit" not in (tmp_path / MODEL_CARD).read_text()
+    shortcuts = audit_dataset(synth_root, progress=False, out_dir=tmp_path).shortcuts
+    export_onnx(checkpoint, tmp_path / "m.onnx")
+    card = (tmp_path / MODEL_CARD).read_text()
+    auc = max(shortcuts["folders"]["train"]["auc"]["all"].values())
+    assert f"* Shortcut audit of `{synth_root}`" in card
+    assert f"ROC AUC {auc:.3f} (cross-validated by patient on train;" in card

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cxrdistill.data.shortcut_outputs import SHORTCUT_AUDIT_FILE
 from cxrdistill.evaluation.calibration import threshold_in_use
 from cxrdistill.evaluation.evaluate import RUN_EVALUATION_FILE
 from cxrdistill.files import atomic_write_text
@@ -70,6 +71,29 @@ def adaptation_lines(metadata: dict) -> list[str]:
     return lines
 
 
+def shortcut_lines(checkpoint: Path) -> list[str]:
+    """One line on the shortcut audit of the training data, when its JSON lies in the checkpoint's run folder."""
+    path = checkpoint.parent / SHORTCUT_AUDIT_FILE
+    if not path.is_file():
+        return []
+    audit = json.loads(path.read_text())
+    scored = {name: entry["auc"] for name, entry in audit["folders"].items() if "auc" in entry}
+    if not scored:
+        return []
+    fitted = audit["fitted_on"] if audit["fitted_on"] in scored else next(iter(scored))
+    best = {group: max(by.values()) for group, by in scored[fitted].items() if group != "all"}
+    strongest = max(best, key=best.get)
+    external = "".join(f"; {max(entry['auc']['all'].values()):.3f} on {name}"
+                       for name, entry in audit["external"].items() if "auc" in entry)
+    verdict = (f"at or above the warning level {audit['warning_level']:g}: the labels can be read off how the "
+               f"films were made and stored, so the model may rely on such cues"
+               if max(scored[fitted]["all"].values()) >= audit["warning_level"]
+               else f"below the warning level {audit['warning_level']:g}")
+    return [f"* Shortcut audit of `{audit['root']}` (`cxrdistill data audit`): trivial image statistics predict "
+            f"the label with ROC AUC {max(scored[fitted]['all'].values()):.3f} (cross-validated by patient on "
+            f"{fitted or 'the folder'}; strongest group {strongest}, {best[strongest]:.3f}){external} — {verdict}."]
+
+
 def training_summary(config: dict) -> str:
     train, distill = config.get("train", {}), config.get("distill", {})
     how = (f"distilled from the teacher `{distill['teacher']}` at T = {distill.get('temperature')}"
@@ -109,6 +133,7 @@ def write_model_card(checkpoint: str | Path, exported: str | Path) -> Path:
         f"{data.get('max_per_class') or 'all'} training images per class).",
         "* Source data: Kermany D, Zhang K, Goldbaum M. Labeled Optical Coherence Tomography (OCT) and Chest X-Ray "
         "Images for Classification. Mendeley Data, v2, 2018. doi:10.17632/rscbjbr9sj.2 (CC BY 4.0).",
+        *shortcut_lines(checkpoint),
         "",
         "## Intended use",
         "",
