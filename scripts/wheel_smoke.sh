@@ -30,14 +30,14 @@ from pathlib import Path
 
 import cxrdistill
 from cxrdistill.config import preset, preset_names
-from cxrdistill.models import create_model
 
 root = Path(sys.argv[1]).resolve()
 installed = Path(cxrdistill.__file__).resolve()
 assert root not in installed.parents, f"imported from the checkout: {installed}"
 assert "demo/student" in preset_names() and preset("cpu/teacher").model.name == "inception_v3"
-model = create_model(preset("demo/student").model, image_size=80)
+assert "efficientnet_lite0" in cxrdistill.list_models() and "alexnet" in cxrdistill.list_models("alex*")
+model = cxrdistill.create_model("alexnet", num_classes=2, image_size=80)
 print(f"cxrdistill from {installed.parent.parent.name}: {len(preset_names())} presets, "
-      f"demo student {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters")
+      f"AlexNet {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters")
 PY
 echo "wheel smoke passed in $((SECONDS - start)) s"
