@@ -53,7 +53,8 @@ def test_models_table_json():
     result = runner.invoke(app, ["models", "--json", "--size", "64"])
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in json.loads(result.output)}
-    assert set(rows) == {"alexnet", "vgg16", "resnet18", "resnet34", "inception_v3", "mobilenet_v3_small"}
+    assert set(rows) == {"alexnet", "vgg16", "resnet18", "resnet34", "inception_v3", "mobilenet_v3_small",
+                         "efficientnet_lite0"}
     assert rows["mobilenet_v3_small"]["paper_params_m"] is None  # not in the paper's Table I
     assert rows["alexnet"]["paper_params_m"] == 64.90 and rows["alexnet"]["weight_layers"] == 8
     assert rows["alexnet"]["input_size"] == 64 and rows["inception_v3"]["input_size"] == 75  # its minimum

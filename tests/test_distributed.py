@@ -71,8 +71,8 @@ def test_distillation_across_world_sizes(synth_root: Path, tmp_path: Path) -> No
     assert ranks[0] == ranks[1]  # same weights and buffers on both ranks after each epoch, same batch count
     assert len({row["digest"] for row in ranks[0]}) == 2  # and they did train
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        ["best.safetensors", "best.json", "last.safetensors", "last.json", "last.state.pt", "config.yaml",
-         "metrics.jsonl", "evaluation.json", "evaluation.csv", "evaluation.md", EVALUATED_FILE])
+        ["best.safetensors", "best.json", "best.ood.safetensors", "last.safetensors", "last.json", "last.state.pt",
+         "config.yaml", "metrics.jsonl", "evaluation.json", "evaluation.csv", "evaluation.md", EVALUATED_FILE])
     assert [row["epoch"] for row in read_jsonl(run_dir / "metrics.jsonl")] == [1, 2, 3]  # one writer
     assert load_checkpoint(run_dir / "last.safetensors")["metadata"]["processes"] == 2
 
