@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pytest
@@ -103,16 +102,35 @@ def test_killed_three_times_at_random_moments_ends_bit_identical(synth_root, tmp
     _, stderr = final.communicate(timeout=CHILD_TIMEOUT_S)
     assert final.returncode == 0, stderr
     assert len(kills) >= 2, f"the children finished before they could be killed ({kills})"
-    resumed = outcome(run_dir)
-    # The weights are bit-identical and every epoch is logged once, in order. The logged figures of one
-    # epoch differed from the uninterrupted run's in 2 of 9 runs of this test (weights still identical);
-    # until that is explained the figures are compared per key so a failure names the differing ones.
-    assert {k: resumed[k] for k in ("best", "last")} == {k: uninterrupted[k] for k in ("best", "last")}
-    assert [row["epoch"] for row in resumed["metrics"]] == [row["epoch"] for row in uninterrupted["metrics"]]
-    differing = {(row["epoch"], key) for row, expected in zip(resumed["metrics"], uninterrupted["metrics"], strict=True)
-                 for key in expected if row.get(key) != expected[key]}
-    if differing:
-        warnings.warn(f"logged figures differ after the kills (weights identical): {sorted(differing)}", stacklevel=1)
+    assert outcome(run_dir) == uninterrupted
+
+
+class SimulatedKill(BaseException):
+    """Ends the run where it is raised, as a SIGKILL would: no handler in the trainer catches it."""
+
+
+def test_killed_the_moment_an_epochs_resume_state_is_written_loses_no_metrics_row(synth_root, tmp_path,
+                                                                                  uninterrupted, monkeypatch):
+    """The narrowest window at an epoch's end, hit on purpose (the random kills above reach it rarely): the
+    process dies as soon as epoch 2's ``last.safetensors`` with its training state is on disk."""
+    import cxrdistill.training.trainer as trainer_module
+
+    real_save, saved = trainer_module.save_checkpoint, []
+
+    def save_then_die(path, *args, **kwargs):
+        real_save(path, *args, **kwargs)
+        saved.append(Path(path).name)
+        if saved.count("last.safetensors") == 2:
+            raise SimulatedKill
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", save_then_die)
+    config = crash_config(synth_root, tmp_path)
+    with pytest.raises(SimulatedKill):
+        run_in_this_process(config)
+    monkeypatch.undo()
+    assert load_training_state(config.run_dir / "last.safetensors")["epoch"] == 2
+    run_in_this_process(config, resume=True)
+    assert outcome(config.run_dir) == uninterrupted
 
 
 def test_ctrl_c_stops_after_a_step_saves_and_resumes_exactly(synth_root, tmp_path, uninterrupted):

@@ -394,13 +394,15 @@ class Trainer:
                 self.state.epochs_without_improvement += 1
             patience = config.early_stopping_patience
             self.state.stopped_early = patience is not None and self.state.epochs_without_improvement >= patience
+            # The row is logged before the resume state is saved: a kill between the two then repeats the
+            # epoch (``resume`` drops rows after the saved epoch) instead of losing its row.
+            self.state.history.append(row)
+            self._write_metrics()
             due = self.state.finished(config.epochs) or self.state.epoch % config.checkpoint_every == 0
             if distributed.is_main_process() and due:
                 save_checkpoint(self.last_path, self.saved_model, {**self.metadata, "metrics": row},
                                 self._training_state())
                 self.state_saved_at = self.state.epoch
-            self.state.history.append(row)
-            self._write_metrics()
             if self.progress:
                 shown = {k: row[k] for k in ("train_loss", "val_loss", "val_accuracy") if k in row}
                 tqdm.write(f"epoch {row['epoch']}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
