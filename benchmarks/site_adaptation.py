@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from cxrdistill.config import DataConfig, EvaluationConfig
 from cxrdistill.data.dataset import XRayDataset, default_num_workers
+from cxrdistill.data.preprocess import Preprocessing
 from cxrdistill.data.splits import split_patients
 from cxrdistill.data.transforms import AugmentSettings, XRayTransform
 from cxrdistill.evaluation.adaptation import adapt_checkpoint, estimate_prior_em, model_prior
@@ -89,12 +90,11 @@ def compute_arrays(name: str, checkpoint: Path, data: Path, external: Path, cach
                            [r for r in external_records if str(r.path) in kept])
     val_records, val = predict_records(model, metadata, data_config, val_records, progress=False)
     external_records, outside = predict_records(model, metadata, data_config, external_records, progress=False)
-    size = int(metadata["input_size"])
     views = []
     for view in range(SHIFTED_VIEWS):
         torch.manual_seed(view)
-        dataset = XRayDataset(val_records, size, XRayTransform(SCANNER_SHIFT, data_config.intensity_normalization),
-                              progress=False)
+        shifted_view = XRayTransform(SCANNER_SHIFT, data_config.intensity_normalization)
+        dataset = XRayDataset(val_records, Preprocessing.of(metadata), shifted_view, progress=False)
         loader = DataLoader(dataset, batch_size=64, num_workers=default_num_workers(data_config.num_workers))
         views.append(predict(model, loader, resolve_precision(torch.device("cpu"), "auto")))
     shifted = Predictions(np.concatenate([v.labels for v in views]), np.concatenate([v.logits for v in views]), [])

@@ -35,9 +35,9 @@ def decode_counter(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     decoded: list[Path] = []
     real = cache_module.load_for_model
 
-    def counting(path, size):
+    def counting(path, *size_and_crop):
         decoded.append(Path(path))
-        return real(path, size)
+        return real(path, *size_and_crop)
 
     monkeypatch.setattr(cache_module, "load_for_model", counting)
     return decoded

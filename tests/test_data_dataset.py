@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import cxrdistill.data.dataset as dataset_module
+import cxrdistill.data.preprocess as preprocess_module
 from cxrdistill.config import DataConfig
 from cxrdistill.data.dataset import augment_settings, build_loaders
 from cxrdistill.data.io import load_for_model
@@ -178,7 +178,7 @@ def test_train_image_size_decodes_training_images_larger(synth_root: Path, tmp_p
 def test_second_build_reuses_split_and_cache(synth_root: Path, tmp_path: Path, monkeypatch) -> None:
     first = _build(synth_root, tmp_path, augment=False)
     decoded: list[Path] = []
-    monkeypatch.setattr("cxrdistill.data.cache.load_for_model", lambda p, s: decoded.append(p))
+    monkeypatch.setattr("cxrdistill.data.cache.load_for_model", lambda path, *size_and_crop: decoded.append(path))
     second = _build(synth_root, tmp_path, augment=False)
     assert decoded == []
     for name in first.datasets:
@@ -195,7 +195,7 @@ def test_memmap_cache_works_in_a_worker_process(synth_root: Path, tmp_path: Path
     def no_decoding(*args, **kwargs):
         raise AssertionError("a worker decoded a file instead of reading the cache")
 
-    monkeypatch.setattr(dataset_module, "load_for_model", no_decoding)  # workers inherit this patch
+    monkeypatch.setattr(preprocess_module, "load_for_model", no_decoding)  # workers inherit this patch
     loader = bundle.loaders["val"]
     assert loader.num_workers == 1
     seen = 0

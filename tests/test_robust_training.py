@@ -186,11 +186,12 @@ def test_equalized_model_is_fed_equalized_images_by_predict(synth_root, tmp_path
     assert [p.prob_pneumonia for p in predicted] == pytest.approx(expected.tolist(), abs=1e-6)
 
 
-def test_teacher_and_student_must_normalise_intensity_alike(synth_root, tmp_path, small_checkpoint):
-    """An (untrained) teacher of normalisation "none" and a student that equalises: refused before training."""
-    student = tiny_config(synth_root, tmp_path, "name=student", "data.intensity_normalization=equalize",
-                          f"distill.teacher={small_checkpoint}")
-    with pytest.raises(ConfigError, match="intensity_normalization"):
+@pytest.mark.parametrize("setting", ["data.intensity_normalization=equalize", "data.border_crop=0.1"])
+def test_teacher_and_student_must_preprocess_alike(synth_root, tmp_path, small_checkpoint, setting):
+    """An (untrained) teacher of default preprocessing and a student that equalises, or crops the border:
+    refused before training."""
+    student = tiny_config(synth_root, tmp_path, "name=student", setting, f"distill.teacher={small_checkpoint}")
+    with pytest.raises(ConfigError, match=setting.split("=")[0].replace(".", r"\.") + "=(none|0.0) but the student"):
         run_experiment(student, progress=False)
     assert not (tmp_path / "runs" / "student" / "last.safetensors").exists()
 

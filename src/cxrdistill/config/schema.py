@@ -32,6 +32,10 @@ class OverrideError(ConfigError):
     """A ``key=value`` override that cannot be applied: the file it was applied to is not to blame."""
 
 
+MAX_BORDER_CROP = 0.25
+"""``data.border_crop`` stays below a quarter of each side: beyond it the lungs themselves are cut."""
+
+
 @dataclass
 class DataConfig:
     root: str | None = None
@@ -65,6 +69,10 @@ class DataConfig:
     """Intensity augmentation (brightness/contrast jitter, gamma, blur, noise): imitates other scanners."""
     intensity_normalization: Literal["none", "equalize"] = "none"
     """Applied to every image at read time (training, evaluation, prediction): part of the model."""
+    border_crop: float = 0.0
+    """Share of the height cut off the top and bottom and of the width off each side before the resize, for
+    every image (training, evaluation, prediction): part of the model. Removes edge cues such as side markers
+    and framing (see the shortcut audit); below 0.25."""
     batch_size: int = 32
     """Per process: under ``torchrun`` each of N processes takes this many images a step (global batch N x it)."""
     num_workers: int = -1
@@ -74,6 +82,10 @@ class DataConfig:
     external: list[str] = field(default_factory=list)
     """External validation sets (a bare ``NORMAL/`` + ``PNEUMONIA/`` folder, or a root whose ``test/`` is used):
     every run is evaluated on them after training. Never trained on, and never used to choose anything."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.border_crop < MAX_BORDER_CROP:
+            raise ConfigError(f"data.border_crop: {self.border_crop} must be in [0, {MAX_BORDER_CROP})")
 
 
 @dataclass

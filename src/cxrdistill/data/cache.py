@@ -71,14 +71,16 @@ class FileHasher:
 
 
 class DecodedImageCache:
-    """Decoded ``size x size`` grey images in one memory-mapped file, indexed by content hash."""
+    """Decoded ``size x size`` grey images in one memory-mapped file, indexed by content hash; one file per
+    size and border crop."""
 
-    def __init__(self, directory: str | Path, size: int) -> None:
+    def __init__(self, directory: str | Path, size: int, border_crop: float = 0.0) -> None:
         self.directory = Path(directory)
-        self.size = size
-        self.data_path = self.directory / f"images-{size}.u8"
-        self.index_path = self.directory / f"index-{size}.json"
-        self.lock_path = self.directory / f"images-{size}.lock"
+        self.size, self.border_crop = size, border_crop
+        name = f"{size}-crop{border_crop:g}" if border_crop else f"{size}"
+        self.data_path = self.directory / f"images-{name}.u8"
+        self.index_path = self.directory / f"index-{name}.json"
+        self.lock_path = self.directory / f"images-{name}.lock"
         self.hasher = FileHasher(self.directory / "file-hashes.json")
         self._array: np.memmap | None = None
 
@@ -116,7 +118,7 @@ class DecodedImageCache:
                         missing.items(), desc=f"decoding to {self.size}px cache", disable=not progress, unit="img"
                     ):
                         try:
-                            pixels = load_for_model(path, self.size)
+                            pixels = load_for_model(path, self.size, self.border_crop)
                         except UnreadableImageError as error:
                             errors.append(error)
                             continue

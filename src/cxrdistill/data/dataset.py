@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, Weight
 
 from cxrdistill.config import DataConfig
 from cxrdistill.data.cache import DecodedImageCache, FileHasher
-from cxrdistill.data.io import UnreadableImageError, load_for_model
+from cxrdistill.data.io import UnreadableImageError
 from cxrdistill.data.layout import CLASS_NAMES, ImageRecord
 from cxrdistill.data.preprocess import Preprocessing
 from cxrdistill.data.splits import DataSplit, default_split_path, prepare_split
@@ -41,13 +41,14 @@ class XRayDataset(Dataset):
     def __init__(
         self,
         records: list[ImageRecord],
-        image_size: int,
+        preprocessing: Preprocessing,
         transform: Callable[[np.ndarray], torch.Tensor],
         cache: DecodedImageCache | None = None,
         hasher: FileHasher | None = None,
         progress: bool = True,
     ) -> None:
-        self.image_size = image_size
+        self.preprocessing = preprocessing
+        self.image_size = preprocessing.input_size
         self.transform = transform
         self.cache = cache
         if cache is not None:
@@ -78,7 +79,7 @@ class XRayDataset(Dataset):
     def pixels(self, index: int):
         if self.cache is not None:
             return self.cache.row(self.rows[index])
-        return load_for_model(self.records[index].path, self.image_size)
+        return self.preprocessing.pixels(self.records[index].path)
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict:
         """``index``, or ``(augmentation seed, index)`` as :class:`EpochSampler` draws them."""
@@ -184,12 +185,14 @@ def augment_settings(config: DataConfig) -> AugmentSettings | None:
 def build_dataset(
     records: list[ImageRecord], config: DataConfig, image_size: int, augment: bool, progress: bool = True
 ) -> XRayDataset:
-    cache = DecodedImageCache(Path(config.cache_dir) / "decoded", image_size) if config.use_cache else None
+    preprocessing = Preprocessing(image_size, config.intensity_normalization, config.border_crop)
+    cache = DecodedImageCache(Path(config.cache_dir) / "decoded", image_size, config.border_crop) \
+        if config.use_cache else None
     # Without augmentation a sample is exactly what inference computes from the same file (data.preprocess).
     transform = (XRayTransform(augment_settings(config), config.intensity_normalization) if augment
-                 else Preprocessing(image_size, config.intensity_normalization).from_grey)
+                 else preprocessing.from_pixels)
     hasher = FileHasher(Path(config.cache_dir) / "decoded" / "file-hashes.json")
-    return XRayDataset(records, image_size, transform, cache, hasher, progress=progress)
+    return XRayDataset(records, preprocessing, transform, cache, hasher, progress=progress)
 
 
 def resolve_split(config: DataConfig, root: Path) -> DataSplit:

@@ -24,6 +24,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from cxrdistill.config.schema import MAX_BORDER_CROP
 from cxrdistill.errors import CxrDistillError
 
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".dcm"})
@@ -183,5 +184,21 @@ def resize_grey(pixels: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BILINEAR))
 
 
-def load_for_model(path: str | Path, size: int) -> np.ndarray:
-    return resize_grey(read_grey(path), size)
+def crop_border(pixels: np.ndarray, fraction: float) -> np.ndarray:
+    """Cut ``fraction`` of the height off the top and bottom and of the width off each side.
+
+    Edge strips carry collection cues that have nothing to do with the lungs (side markers, padding, how a
+    film was framed); cropping them before the resize keeps a model from reading the label off them.
+    """
+    if not 0.0 <= fraction < MAX_BORDER_CROP:
+        raise ValueError(f"border crop {fraction} must be in [0, {MAX_BORDER_CROP})")
+    height, width = pixels.shape
+    top, left = round(height * fraction), round(width * fraction)
+    if not (top or left):
+        return pixels
+    return pixels[top:height - top, left:width - left]
+
+
+def load_for_model(path: str | Path, size: int, border_crop: float = 0.0) -> np.ndarray:
+    """Decoded, border-cropped and resized ``uint8`` pixels: the stage the decoded-image cache stores."""
+    return resize_grey(crop_border(read_grey(path), border_crop), size)

@@ -125,6 +125,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, tolerance: float = 1e-3
                     "intensity_normalization", "intended_use"):
             entry = graph.metadata_props.add()
             entry.key, entry.value = key, json.dumps(metadata.get(key, "none"))
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = "border_crop", json.dumps(Preprocessing.of(metadata).border_crop)
         entry = graph.metadata_props.add()  # how to make the "image" input from a file, for any runtime
         entry.key, entry.value = "preprocessing", json.dumps(Preprocessing.of(metadata).record())
         for key in ("operating_point", "calibration", "prior_shift", "adaptation", OOD_KEY,

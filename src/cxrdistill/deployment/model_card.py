@@ -120,7 +120,8 @@ def write_model_card(checkpoint: str | Path, exported: str | Path) -> Path:
         f"(front-end: {metadata.get('frontend', 'none')}), exported from `{checkpoint}`.",
         f"* Training: {training_summary(config)}",
         f"* Input: one grey channel replicated to three, {metadata['normalization']}; intensity normalisation "
-        f"{metadata.get('intensity_normalization', 'none')}. Output: logits for {metadata['class_names']} "
+        f"{metadata.get('intensity_normalization', 'none')}; border crop {metadata.get('border_crop', 0.0):g} of "
+        f"each side before the resize. Output: logits for {metadata['class_names']} "
         f"(positive class {metadata['positive_class']}).",
         f"* Decision threshold on P({metadata['positive_class']}): {threshold}"
         + (f"; probabilities calibrated with temperature {temperature:.4g}." if temperature else "."),

@@ -80,13 +80,14 @@ def build_objective(
     loss = build_distillation_loss(config.distill)
     teachers = [LoadedTeacher(path, precision) for path in config.distill.teachers]
     for teacher in teachers:
-        teacher_intensity = teacher.metadata["config"]["data"].get("intensity_normalization", "none")
-        if teacher_intensity != config.data.intensity_normalization:
-            raise ConfigError(
-                f"the teacher {teacher.checkpoint} was trained with data.intensity_normalization="
-                f"{teacher_intensity} but the student uses {config.data.intensity_normalization}; the teacher would "
-                f"see images unlike its training data — use the same setting for both"
-            )
+        teacher_data = teacher.metadata["config"]["data"]
+        for key, default in (("intensity_normalization", "none"), ("border_crop", 0.0)):
+            if teacher_data.get(key, default) != getattr(config.data, key):
+                raise ConfigError(
+                    f"the teacher {teacher.checkpoint} was trained with data.{key}={teacher_data.get(key, default)} "
+                    f"but the student uses {getattr(config.data, key)}; the teacher would see images unlike its "
+                    f"training data — use the same setting for both"
+                )
     source = make_teacher_source(config.distill.teacher_outputs, teachers, bundle.split["train"], config.data,
                                  precision, config.distill.temperature, progress)
     return DistillationObjective(hard, loss, source, student_size)

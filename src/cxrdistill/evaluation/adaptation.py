@@ -31,8 +31,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cxrdistill.config import config_from_dict
-from cxrdistill.data.io import is_image_file, load_for_model
-from cxrdistill.data.transforms import XRayTransform
+from cxrdistill.data.io import is_image_file
+from cxrdistill.data.preprocess import Preprocessing
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.calibration import (
     INTERNAL_SPLITS,
@@ -120,17 +120,16 @@ def reestimate_batchnorm(model: nn.Module, loader: DataLoader, device: torch.dev
 
 
 class SiteImages(Dataset):
-    """Unlabelled image files, decoded and normalised exactly as the model was trained on them."""
+    """Unlabelled image files, made into model inputs exactly as inference makes them."""
 
-    def __init__(self, files: list[Path], image_size: int, intensity: str) -> None:
-        self.files, self.image_size = files, image_size
-        self.transform = XRayTransform(None, intensity)
+    def __init__(self, files: list[Path], preprocessing: Preprocessing) -> None:
+        self.files, self.preprocessing = files, preprocessing
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(load_for_model(self.files[index], self.image_size))
+        return self.preprocessing(self.files[index])
 
 
 def site_files(images: str | Path) -> list[Path]:
@@ -197,8 +196,7 @@ def adapt_checkpoint(checkpoint: str | Path, images: str | Path | list[Path], ou
         raise InvalidArgumentError(f"{checkpoint} was already fitted to a site; adapt the trained checkpoint instead")
     network = rebuild_model(saved_model_build(payload))
     network.load_state_dict(payload["model_state"])
-    loader = DataLoader(SiteImages(files, int(metadata["input_size"]), metadata.get("intensity_normalization",
-                                                                                      "none")), batch_size=batch_size)
+    loader = DataLoader(SiteImages(files, Preprocessing.of(metadata)), batch_size=batch_size)
     torch_device = resolve_device(device)
     adapted: list[str] = []
     layers = reestimate_batchnorm(network, loader, torch_device) if batchnorm else 0

@@ -114,6 +114,7 @@ def checkpoint_metadata(config: ExperimentConfig, input_size: int, metrics: dict
         "positive_class": CLASS_NAMES[1],
         "normalization": normalization,
         "intensity_normalization": config.data.intensity_normalization,
+        "border_crop": config.data.border_crop,
         "config": config.to_dict(),
         "metrics": metrics or {},
         "intended_use": INTENDED_USE,
