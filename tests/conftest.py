@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from cxrdistill.data.synth import SynthSpec, make_synthetic_dataset
 
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SMALL_SYNTH_SPEC = SynthSpec(normal_patients=8, pneumonia_patients=10, image_size=(72, 64), seed=0)
 """Small enough to write in a fraction of a second; train/ and test/ both hold both classes."""
 
@@ -40,6 +44,15 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def synth_copy(synth_root: Path, tmp_path: Path) -> Path:
     """A private copy of ``synth_root`` that a test may change (add, corrupt or delete files)."""
     return Path(shutil.copytree(synth_root, tmp_path / "chest_xray"))
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """A script of ``benchmarks/`` imported as a module, so a test can call its ``main``."""
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses, pickling and spawned workers look modules up by name
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_config(synth_root: Path, workdir: Path, *overrides: str):

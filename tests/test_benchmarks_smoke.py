@@ -6,18 +6,15 @@ runs are far too small for their numbers to mean anything.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+from conftest import BENCHMARKS, load_benchmark
 from PIL import Image
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.fixture(autouse=True)
@@ -27,14 +24,6 @@ def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
-
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses, pickling and spawned workers look modules up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 def check_result(path: Path, name: str) -> dict:
@@ -107,7 +96,7 @@ CHECKS = {"bench_data": check_data, "bench_trainer": check_trainer, "bench_disti
 def test_benchmark_quick(name: str, extra: list[str], tmp_path: Path) -> None:
     make_224_px_folder(tmp_path / "real-224")
     argv = ["--quick", "--threads", "1", "--results-dir", str(tmp_path), *(a.format(tmp=tmp_path) for a in extra)]
-    module = load(name)
+    module = load_benchmark(name)
     payload = module.main(argv)
     record = check_result(tmp_path / f"{name}.json", name)
     assert record["ratios"] == json.loads(json.dumps(payload["ratios"]))
@@ -117,7 +106,7 @@ def test_benchmark_quick(name: str, extra: list[str], tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bench_bootstrap_quick(tmp_path: Path) -> None:
     """The vectorised AUC is checked against scikit-learn inside the run, and is faster in every round."""
-    payload = load("bench_bootstrap").main(["--quick", "--results-dir", str(tmp_path)])
+    payload = load_benchmark("bench_bootstrap").main(["--quick", "--results-dir", str(tmp_path)])
     record = check_result(tmp_path / "bench_bootstrap.json", "bench_bootstrap")
     assert all(ratio > 1 for ratio in record["ratios"]["vectorised_vs_per_resample"]["per_round"])
     assert len(payload["seconds"]["vectorised"]) == 2
@@ -125,7 +114,7 @@ def test_bench_bootstrap_quick(tmp_path: Path) -> None:
 
 def test_gpu_profile_cpu_smoke(tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    load("gpu_profile").main(["--device", "cpu", "--quick", "--amp", "off", "--results-dir", str(tmp_path)])
+    load_benchmark("gpu_profile").main(["--device", "cpu", "--quick", "--amp", "off", "--results-dir", str(tmp_path)])
     record = json.loads((tmp_path / "gpu_profile.json").read_text())
     assert record["git"]["commit"] and record["versions"]["torch"] and record["config"]["batch_size"] == 4
     assert set(record["profiles"]) == {"inception_v3/amp=off", "alexnet/amp=off"}
@@ -135,7 +124,7 @@ def test_gpu_profile_cpu_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bench_deterministic_quick(tmp_path: Path) -> None:
-    load("bench_deterministic").main(["--quick", "--threads", "1", "--results-dir", str(tmp_path)])
+    load_benchmark("bench_deterministic").main(["--quick", "--threads", "1", "--results-dir", str(tmp_path)])
     record = json.loads((tmp_path / "bench_deterministic.json").read_text())
     assert record["git"]["commit"] and "torch" in record["versions"]
     assert record["deterministic_over_default"] > 0 and record["identical_weights"] is True
@@ -143,7 +132,7 @@ def test_bench_deterministic_quick(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bench_user_script_quick(synth_root: Path, tmp_path: Path) -> None:
-    load("bench_user_script").main([
+    load_benchmark("bench_user_script").main([
         "--quick", "--threads", "1", "--results-dir", str(tmp_path), "--data", str(synth_root),
         "--external", str(synth_root / "test"), "--size", "64",
         "--recipe", "cpu/robust/student",
@@ -159,7 +148,7 @@ def test_bench_user_script_quick(synth_root: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bench_ddp_quick(tmp_path: Path) -> None:
     """One launch of 1 and of 2 gloo processes; images/s counts every process's images."""
-    payload = load("bench_ddp").main(["--quick", "--threads", "1", "--results-dir", str(tmp_path)])
+    payload = load_benchmark("bench_ddp").main(["--quick", "--threads", "1", "--results-dir", str(tmp_path)])
     record = check_result(tmp_path / "bench_ddp.json", "bench_ddp")
     assert set(record["images_per_s"]) == {"1", "2"} and all(v[0] > 0 for v in record["images_per_s"].values())
     assert record["ratios"]["two_vs_one_process"]["mean"] == pytest.approx(
@@ -169,7 +158,7 @@ def test_bench_ddp_quick(tmp_path: Path) -> None:
 
 def test_bench_deploy_quick(tmp_path: Path) -> None:
     """Every runtime of the slim student, the int8 variant and the other thread count, each against eager fp32."""
-    payload = load("bench_deploy").main(["--quick", "--threads", "1", "--results-dir", str(tmp_path)])
+    payload = load_benchmark("bench_deploy").main(["--quick", "--threads", "1", "--results-dir", str(tmp_path)])
     record = check_result(tmp_path / "bench_deploy.json", "bench_deploy")
     runtimes = {row["runtime"] for row in record["table"]}
     assert {"torch_fp32", "onnx_fp32", "onnx_int8", "onnx_int8_fp32_first_conv", "onnx_int8_2t"} <= runtimes
@@ -186,7 +175,7 @@ def test_bench_service_load_quick(tmp_path: Path) -> None:
     """A few seconds against a real ``cxrdistill serve``: every kind sent, each answered as expected, no 5xx."""
     pytest.importorskip("fastapi", reason="the service is the optional 'serve' extra")
     pytest.importorskip("httpx")
-    payload = load("bench_service_load").main(["--quick", "--results-dir", str(tmp_path)])
+    payload = load_benchmark("bench_service_load").main(["--quick", "--results-dir", str(tmp_path)])
     record = json.loads((tmp_path / "service_load.json").read_text())
     assert record["benchmark"] == "service_load" and record["quick"] is True and record["git"]["commit"]
     assert record["machine"]["cores"] >= 1 and "bench_service_load.py" in record["command"]

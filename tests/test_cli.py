@@ -4,6 +4,7 @@ import json
 
 import pytest
 import yaml
+from conftest import load_benchmark
 from typer.testing import CliRunner
 
 from cxrdistill.cli import app
@@ -83,3 +84,18 @@ def test_sweep_and_compare(synth_root, tmp_path):
     assert saved["difference"][0]["pairs"] == 2 and (tmp_path / "cmp" / "compare.png").is_file()
     kd_config = yaml.safe_load((tmp_path / "cmp" / "seed0" / "student_kd" / "config.yaml").read_text())
     assert kd_config["distill"]["teacher"] == str(teacher)
+
+    # benchmarks/seed_study.py tabulates runs trained one by one ({ARM}-s{SEED} folders) with the same numbers.
+    study = tmp_path / "study"
+    study.mkdir()
+    for arm in ("student", "student_kd"):
+        for seed in (0, 1):
+            (study / f"{arm}-s{seed}").symlink_to(tmp_path / "cmp" / f"seed{seed}" / arm)
+    seed_study = load_benchmark("seed_study")
+    tabulated = seed_study.main(["--runs", str(study), "--arm", "student=student", "--arm", "student_kd=student_kd",
+                                 "--difference", "student_kd:student", "--out", str(tmp_path / "tab")])
+    tabulated, compared = (json.loads(json.dumps(tabulated.as_dict(), default=float)),
+                           json.loads((tmp_path / "cmp" / "compare.json").read_text()))
+    assert tabulated["summary"] == compared["summary"] and tabulated["difference"] == compared["difference"]
+    assert sorted(map(json.dumps, tabulated["runs"])) == sorted(map(json.dumps, compared["runs"]))
+    assert (tmp_path / "tab" / "seeds-difference.md").is_file()
