@@ -27,17 +27,13 @@ from cxrdistill.data.preprocess import Preprocessing
 from cxrdistill.data.splits import split_patients
 from cxrdistill.data.transforms import AugmentSettings, XRayTransform
 from cxrdistill.evaluation.adaptation import adapt_checkpoint, estimate_prior_em, model_prior
-from cxrdistill.evaluation.calibration import (
-    DEFAULT_THRESHOLD,
-    choose_threshold,
-    fit_local_calibration,
-    prior_log_ratios,
-)
 from cxrdistill.evaluation.evaluate import load_for_evaluation, predict_records, records_for
 from cxrdistill.evaluation.metrics import binary_metrics
+from cxrdistill.evaluation.operating_point import DEFAULT_THRESHOLD, choose_threshold, fit_local_calibration
 from cxrdistill.evaluation.predict import Predictions, predict
 from cxrdistill.files import atomic_write_json, atomic_write_text
 from cxrdistill.runtime.device import resolve_precision
+from cxrdistill.runtime.served import prior_log_ratios
 
 SCANNER_SHIFT = AugmentSettings(max_rotation=0.0, max_translate=0.0, scale_range=(1.0, 1.0), brightness=0.4,
                                 contrast=0.4, gamma_range=(0.6, 1.6), blur_probability=0.5, noise_std=0.03)

@@ -18,8 +18,8 @@ from cxrdistill.deployment.predict import predict_files
 from cxrdistill.deployment.service import create_app
 from cxrdistill.errors import InvalidArgumentError
 from cxrdistill.evaluation.adaptation import adapt_checkpoint, estimate_prior_em
-from cxrdistill.evaluation.calibration import threshold_in_use
 from cxrdistill.evaluation.evaluate import evaluate_checkpoint
+from cxrdistill.evaluation.operating_point import threshold_in_use
 from cxrdistill.models import create_model
 from cxrdistill.registry import UnknownNameError
 from cxrdistill.runtime.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint

@@ -13,8 +13,8 @@ from cxrdistill.config import load_config
 from cxrdistill.data.patients import patient_id
 from cxrdistill.deployment.export import export_onnx
 from cxrdistill.deployment.predict import predict_files
-from cxrdistill.evaluation.calibration import fit_temperature
 from cxrdistill.evaluation.evaluate import evaluate_checkpoint
+from cxrdistill.evaluation.operating_point import fit_temperature
 from cxrdistill.models import create_model
 from cxrdistill.runtime.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint
 

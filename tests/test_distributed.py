@@ -21,8 +21,8 @@ from conftest import tiny_config
 
 from cxrdistill.config import ConfigError, TrainConfig
 from cxrdistill.data.dataset import EpochSampler
+from cxrdistill.evaluation.calibrate import choose_on_val
 from cxrdistill.evaluation.evaluate import evaluate_run, predict_checkpoint
-from cxrdistill.evaluation.operating_point import choose_on_val
 from cxrdistill.experiments.run import EVALUATED_FILE, run_experiment
 from cxrdistill.models import create_model
 from cxrdistill.runtime.checkpoint import checkpoint_metadata, load_checkpoint, save_checkpoint

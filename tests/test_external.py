@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from cxrdistill.cli import app
 from cxrdistill.config import ConfigError, load_config
-from cxrdistill.evaluation.calibration import choose_threshold
 from cxrdistill.evaluation.evaluate import evaluate_checkpoint, predict_checkpoint
+from cxrdistill.evaluation.operating_point import choose_threshold
 from cxrdistill.experiments.compare import paired_interval
 from cxrdistill.experiments.run import run_experiment
 from cxrdistill.runtime.checkpoint import load_checkpoint, load_training_state

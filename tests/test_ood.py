@@ -15,9 +15,9 @@ from PIL import Image
 from cxrdistill.data.layout import scan_dataset
 from cxrdistill.deployment.ood import FLAG_TEXT, OOD_KEY, fit_ood, load_ood
 from cxrdistill.deployment.predict import PREDICTION_COLUMNS, predict_files, write_predictions_csv
-from cxrdistill.evaluation.calibration import load_served_model
 from cxrdistill.registry import UnknownNameError
 from cxrdistill.runtime.checkpoint import CheckpointError, read_metadata, side_file_path, update_checkpoint_metadata
+from cxrdistill.runtime.served import load_served_model
 
 
 def shifted_images(folder: Path) -> list[Path]:

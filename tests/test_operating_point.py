@@ -11,8 +11,8 @@ import pytest
 from cxrdistill.config import load_config
 from cxrdistill.deployment.export import export_onnx
 from cxrdistill.deployment.predict import predict_files
-from cxrdistill.evaluation.calibration import choose_threshold
 from cxrdistill.evaluation.evaluate import evaluate_checkpoint
+from cxrdistill.evaluation.operating_point import choose_threshold
 from cxrdistill.models import create_model
 from cxrdistill.runtime.checkpoint import checkpoint_metadata, save_checkpoint, update_checkpoint_metadata
 

@@ -24,7 +24,7 @@ from cxrdistill.deployment.quantize import (
     int8_path,
 )
 from cxrdistill.errors import InvalidArgumentError
-from cxrdistill.evaluation.calibration import stored_threshold
+from cxrdistill.evaluation.operating_point import stored_threshold
 from cxrdistill.experiments.run import run_experiment
 from cxrdistill.runtime.checkpoint import load_checkpoint
 

@@ -574,7 +574,7 @@ def calibrate(
 
     Report results on other images than these: see calibrate-and-evaluate.
     """
-    from cxrdistill.evaluation.operating_point import calibrate_checkpoint
+    from cxrdistill.evaluation.calibrate import calibrate_checkpoint
 
     result = calibrate_checkpoint(checkpoint, data, out, split, device, cache_dir=cache_dir, threshold_policy=policy,
                                   min_sensitivity=min_sensitivity, fixed_threshold=fixed_threshold)
@@ -627,7 +627,7 @@ def calibrate_and_evaluate(
     cache_dir: CacheDirOption = None,
 ) -> None:
     """Split a labelled folder by patient, calibrate on one part and report on the other (honest numbers)."""
-    from cxrdistill.evaluation.operating_point import calibrate_and_evaluate as run
+    from cxrdistill.evaluation.calibrate import calibrate_and_evaluate as run
 
     result, report = run(checkpoint, data, out, calibration_fraction, seed, split, bootstrap, device,
                          cache_dir=cache_dir, threshold_policy=policy, min_sensitivity=min_sensitivity,

@@ -35,7 +35,7 @@ from torch import nn
 from cxrdistill.data.preprocess import Preprocessing
 from cxrdistill.deployment.model_card import write_model_card
 from cxrdistill.deployment.ood import OOD_KEY, load_ood
-from cxrdistill.evaluation.calibration import load_served_model
+from cxrdistill.runtime.served import load_served_model
 
 OPSET = 17
 

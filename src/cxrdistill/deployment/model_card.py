@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 from cxrdistill.data.shortcut_outputs import SHORTCUT_AUDIT_FILE
-from cxrdistill.evaluation.calibration import threshold_in_use
 from cxrdistill.evaluation.evaluate import RUN_EVALUATION_FILE
+from cxrdistill.evaluation.operating_point import threshold_in_use
 from cxrdistill.files import atomic_write_text
 from cxrdistill.runtime.checkpoint import load_checkpoint
 

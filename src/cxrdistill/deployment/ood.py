@@ -40,7 +40,6 @@ from cxrdistill.data.dataset import build_dataset, default_num_workers, resolve_
 from cxrdistill.data.layout import ImageRecord
 from cxrdistill.deployment.heatmap import find_target_layer
 from cxrdistill.errors import CxrDistillError, InvalidArgumentError
-from cxrdistill.evaluation.calibration import PriorShifted, TemperatureScaled
 from cxrdistill.evaluation.evaluate import load_for_evaluation, records_for
 from cxrdistill.registry import Registry
 from cxrdistill.runtime.checkpoint import (
@@ -50,6 +49,7 @@ from cxrdistill.runtime.checkpoint import (
     save_side_tensors,
     update_checkpoint_metadata,
 )
+from cxrdistill.runtime.served import PriorShifted, TemperatureScaled
 
 OOD_KEY = "ood"
 """The sidecar entry (and the ``side_files`` kind) of the check."""

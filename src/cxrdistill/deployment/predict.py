@@ -28,10 +28,10 @@ from cxrdistill.data.preprocess import Preprocessing
 from cxrdistill.deployment.heatmap import GradCam, overlay
 from cxrdistill.deployment.ood import FLAG_TEXT, load_ood, stored_ood_threshold
 from cxrdistill.errors import InvalidArgumentError
-from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, load_served_model, threshold_in_use
+from cxrdistill.evaluation.operating_point import DEFAULT_THRESHOLD, threshold_in_use
 from cxrdistill.files import atomic_write, atomic_write_text, file_digest
 from cxrdistill.runtime.checkpoint import CheckpointError, checkpoint_files
-from cxrdistill.runtime.served import warn_if_synthetic
+from cxrdistill.runtime.served import load_served_model, warn_if_synthetic
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class Predictor:
     ``model_path`` is a checkpoint or an ONNX file; ``checkpoint`` (for an ONNX model) is the PyTorch
     checkpoint it was exported from, used for heat maps only. ``threshold`` defaults to the one
     ``operating_point`` picks from the model's metadata (see
-    :data:`cxrdistill.evaluation.calibration.THRESHOLD_CHOICES`): by default a threshold fitted at the
+    :data:`cxrdistill.evaluation.operating_point.THRESHOLD_CHOICES`): by default a threshold fitted at the
     site, else 0.5.
     """
 

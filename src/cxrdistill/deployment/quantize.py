@@ -33,9 +33,9 @@ from cxrdistill.data.preprocess import Preprocessing
 from cxrdistill.deployment.export import ExportResult, export_onnx
 from cxrdistill.deployment.predict import Predictor
 from cxrdistill.errors import InvalidArgumentError
-from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, stored_threshold
 from cxrdistill.evaluation.evaluate import external_set_names, local_data_config, records_for
 from cxrdistill.evaluation.metrics import binary_metrics
+from cxrdistill.evaluation.operating_point import DEFAULT_THRESHOLD, stored_threshold
 from cxrdistill.runtime.checkpoint import load_checkpoint
 
 INT8_SUFFIX = ".int8.onnx"

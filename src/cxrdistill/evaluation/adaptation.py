@@ -5,7 +5,7 @@ Two things about a new site can be learnt without a single label:
 * **its share of pneumonia** (the prior). The model's outputs assume the share it was trained for (0.5
   with a class-balanced loss or sampler); :func:`estimate_prior_em` estimates the site's share from the
   model's own probabilities on the site's films by EM (Saerens, Latinne & Decaestecker 2002), and
-  Bayes' rule moves every probability to it (:class:`cxrdistill.evaluation.calibration.PriorShifted`);
+  Bayes' rule moves every probability to it (:class:`cxrdistill.runtime.served.PriorShifted`);
 * **its images' statistics**, for networks with BatchNorm: AdaBN (Li et al. 2016) re-estimates each
   BatchNorm layer's running mean and variance on the site's films, leaving every weight as trained
   (:func:`reestimate_batchnorm`). AlexNet has no BatchNorm, so for it this step is skipped and says so.
@@ -13,7 +13,7 @@ Two things about a new site can be learnt without a single label:
 :func:`adapt_checkpoint` does both and writes a new checkpoint whose sidecar records what was adapted,
 on how many images (and a digest of their relative paths and contents, never absolute paths), the
 prior the model assumed and the site's estimated prior. Every consumer of checkpoints (evaluate,
-predict, serve, export) loads it through :func:`cxrdistill.evaluation.calibration.load_served_model`,
+predict, serve, export) loads it through :func:`cxrdistill.runtime.served.load_served_model`,
 so the corrected probabilities are what they all see; the decision threshold is the one in use before
 (0.5 by default), now applied to probabilities for the site's prior.
 """
@@ -34,12 +34,7 @@ from cxrdistill.config import config_from_dict
 from cxrdistill.data.io import is_image_file
 from cxrdistill.data.preprocess import Preprocessing
 from cxrdistill.errors import InvalidArgumentError
-from cxrdistill.evaluation.calibration import (
-    INTERNAL_SPLITS,
-    TemperatureScaled,
-    stored_temperature,
-    threshold_in_use,
-)
+from cxrdistill.evaluation.operating_point import INTERNAL_SPLITS, threshold_in_use
 from cxrdistill.files import file_digest
 from cxrdistill.models import rebuild_model
 from cxrdistill.runtime.checkpoint import (
@@ -51,6 +46,7 @@ from cxrdistill.runtime.checkpoint import (
     saved_model_build,
 )
 from cxrdistill.runtime.device import resolve_device
+from cxrdistill.runtime.served import TemperatureScaled, stored_temperature
 
 BALANCED_TRAINING: frozenset[str] = frozenset({"loss", "sampler"})
 """``train.class_balance`` values under which a model's outputs assume equal classes."""

@@ -30,7 +30,6 @@ from cxrdistill.data.cache import user_cache_dir
 from cxrdistill.data.dataset import build_dataset, default_num_workers, resolve_split
 from cxrdistill.data.layout import CLASS_NAMES, DatasetLayoutError, ImageRecord, scan_dataset
 from cxrdistill.errors import CxrDistillError, InvalidArgumentError
-from cxrdistill.evaluation.calibration import DEFAULT_THRESHOLD, load_served_model, stored_temperature, stored_threshold
 from cxrdistill.evaluation.masking import masked_model
 from cxrdistill.evaluation.metrics import (
     MetricEstimate,
@@ -39,6 +38,7 @@ from cxrdistill.evaluation.metrics import (
     confusion,
     predict_labels,
 )
+from cxrdistill.evaluation.operating_point import DEFAULT_THRESHOLD, stored_threshold
 from cxrdistill.evaluation.plots import plot_confusion, plot_reliability, plot_roc
 from cxrdistill.evaluation.predict import Predictions, predict
 from cxrdistill.evaluation.tables import write_table
@@ -46,6 +46,7 @@ from cxrdistill.files import atomic_write_json, atomic_write_text, text_digest
 from cxrdistill.runtime import distributed
 from cxrdistill.runtime.checkpoint import check_class_names
 from cxrdistill.runtime.device import resolve_device, resolve_precision
+from cxrdistill.runtime.served import load_served_model, stored_temperature
 
 RUN_EVALUATION_FILE = "evaluation.json"
 TABLE_METRICS: tuple[str, ...] = ("accuracy", "sensitivity", "specificity", "roc_auc", "loss", "ece")

@@ -31,8 +31,8 @@ from cxrdistill.data.synth import SynthSpec, is_complete_synthetic_set, make_syn
 from cxrdistill.deployment.ood import fit_ood
 from cxrdistill.distillation.objective import build_objective, data_image_size
 from cxrdistill.errors import CxrDistillError
+from cxrdistill.evaluation.calibrate import choose_on_val
 from cxrdistill.evaluation.evaluate import evaluate_run
-from cxrdistill.evaluation.operating_point import choose_on_val
 from cxrdistill.files import atomic_write_text, text_digest
 from cxrdistill.models import create_model, input_size
 from cxrdistill.runtime import distributed
