@@ -33,7 +33,7 @@ test: $(BIN)/.installed  ## lint, then the whole test suite (the full tier, what
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q
 
-test-fast: $(BIN)/.installed  ## lint, then the fast tier: every test that trains no model (`-m "not slow"`)
+test-fast: $(BIN)/.installed  ## lint, then the fast tier: every test that neither trains a model nor runs a whole benchmark (`-m "not slow"`)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -m "not slow"
 

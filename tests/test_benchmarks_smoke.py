@@ -156,6 +156,7 @@ def test_bench_ddp_quick(tmp_path: Path) -> None:
     assert payload["targets"]["two_vs_one_process"]["target"] == ">= 1.5"
 
 
+@pytest.mark.slow  # a whole benchmark end to end: tens of seconds
 def test_bench_deploy_quick(tmp_path: Path) -> None:
     """Every runtime of the slim student, the int8 variant and the other thread count, each against eager fp32."""
     payload = load_benchmark("bench_deploy").main(["--quick", "--threads", "1", "--results-dir", str(tmp_path)])
@@ -171,6 +172,7 @@ def test_bench_deploy_quick(tmp_path: Path) -> None:
         assert record["measurements"]["peak_memory"][f"mobilenet_v3_small/{name}"]["rise_mb"] > 0
 
 
+@pytest.mark.slow  # a whole benchmark end to end: tens of seconds
 def test_bench_service_load_quick(tmp_path: Path) -> None:
     """A few seconds against a real ``cxrdistill serve``: every kind sent, each answered as expected, no 5xx."""
     pytest.importorskip("fastapi", reason="the service is the optional 'serve' extra")

@@ -26,7 +26,10 @@ from cxrdistill.runtime.checkpoint import (
     save_checkpoint,
 )
 
-CASES = [(name, init) for name in MODELS.names() for init in ("scratch", "weights_file")] + [
+HEAVY = {"vgg16"}
+"""138 M parameters: building, saving and reloading it takes seconds, so its cases are in the full tier."""
+CASES = [pytest.param(name, init, marks=[pytest.mark.slow] if name in HEAVY else [])
+         for name in MODELS.names() for init in ("scratch", "weights_file")] + [
     ("alexnet", "imagenet"), ("inception_v3", "imagenet")]
 
 
