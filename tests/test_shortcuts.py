@@ -103,6 +103,15 @@ def test_a_border_in_one_class_is_found_by_the_border_features(tmp_path: Path) -
     assert best(aucs["border"]) > 0.95
 
 
+def test_the_border_crop_of_a_model_removes_the_border_cue_it_covers(tmp_path: Path) -> None:
+    """Audited as a model with ``data.border_crop=0.1`` sees them (6 of 64 columns cut on each side), the
+    padded films no longer differ at their edges."""
+    folder = write_folder(tmp_path / "framed", seed=3, cue=black_border)
+    shortcuts = audit_dataset(folder, progress=False, border_crop=0.1).shortcuts
+    assert best(shortcuts["folders"][""]["auc"]["border"]) < 0.7
+    assert not any(": border" in line for line in shortcuts["warnings"])
+
+
 def test_a_cue_free_set_scores_near_chance_and_raises_no_warning(tmp_path: Path) -> None:
     shortcuts = audit_dataset(write_folder(tmp_path / "plain", seed=4), progress=False).shortcuts
     for group, aucs in shortcuts["folders"][""]["auc"].items():

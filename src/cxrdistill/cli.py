@@ -185,12 +185,16 @@ def data_audit(
     out: Annotated[Path | None, typer.Option(
         help="Folder for the shortcut audit's JSON, Markdown table and figures.")] = None,
     shortcuts: Annotated[bool, typer.Option(help="Audit trivial image cues for the label (shortcuts).")] = True,
+    border_crop: Annotated[float, typer.Option(
+        min=0.0, max=0.25, max_open=True,
+        help="Measure the pixel cues after this border crop (a model's data.border_crop).")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
 ) -> None:
     """Counts, unreadable files, duplicates, patient overlap, image sizes and shortcut cues of a data folder."""
     from cxrdistill.data.audit import audit_dataset
 
-    report = audit_dataset(root, progress=not as_json, shortcuts=shortcuts, external=external or (), out_dir=out)
+    report = audit_dataset(root, progress=not as_json, shortcuts=shortcuts, external=external or (), out_dir=out,
+                           border_crop=border_crop)
     if as_json:
         print(json.dumps(report.as_dict(), indent=1))
         return

@@ -148,11 +148,12 @@ def external_records(folders: Sequence[str | Path]) -> dict[str, list[ImageRecor
 
 def audit_dataset(
     root: str | Path, progress: bool = True, near_bits: int = NEAR_DUPLICATE_BITS, shortcuts: bool = True,
-    external: Sequence[str | Path] = (), out_dir: str | Path | None = None,
+    external: Sequence[str | Path] = (), out_dir: str | Path | None = None, border_crop: float = 0.0,
 ) -> AuditReport:
     """Audit ``root``; with ``shortcuts`` also score trivial cues (and on each ``external`` folder).
 
-    ``out_dir`` receives the shortcut audit's JSON, Markdown table and figures.
+    ``out_dir`` receives the shortcut audit's JSON, Markdown table and figures. ``border_crop``: measure the
+    pixel cues on what a model trained with that ``data.border_crop`` sees (does the crop remove them?).
     """
     root = Path(root)
     external_sets = external_records(external) if shortcuts else {}
@@ -180,7 +181,7 @@ def audit_dataset(
     widths: list[int] = []
     heights: list[int] = []
     modes: Counter[str] = Counter()
-    tables: dict[str, FeatureTable] = {split: FeatureTable() for split in found}
+    tables: dict[str, FeatureTable] = {split: FeatureTable(border_crop=border_crop) for split in found}
     for record in tqdm(records, desc="auditing", disable=not progress, unit="img"):
         name = str(record.path.relative_to(root))
         by_digest[file_digest(record.path)].append(name)
@@ -217,7 +218,8 @@ def audit_dataset(
     if shortcuts:
         external_tables: dict[str, FeatureTable] = {}
         for name, records in external_sets.items():
-            external_tables[name], unreadable = collect_features(records, progress, f"features of {name}")
+            external_tables[name], unreadable = collect_features(records, progress, f"features of {name}",
+                                                                 border_crop)
             report.unreadable += unreadable
         scored = shortcut_report(tables, external_tables)
         report.shortcuts = scored.as_dict()

@@ -30,7 +30,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from cxrdistill.data.io import UnreadableImageError, read_grey, resize_grey
+from cxrdistill.data.io import UnreadableImageError, crop_border, read_grey, resize_grey
 from cxrdistill.data.layout import CLASS_NAMES, ImageRecord
 from cxrdistill.registry import Registry
 
@@ -210,10 +210,12 @@ class FeatureTable:
     labels: list[int] = field(default_factory=list)
     patients: list[str] = field(default_factory=list)
     image_sums: np.ndarray = field(default_factory=lambda: np.zeros((len(CLASS_NAMES), ANALYSIS_SIDE, ANALYSIS_SIDE)))
+    border_crop: float = 0.0
+    """Pixel features of what a model with this ``data.border_crop`` sees: the image cropped first."""
 
     def add(self, record: ImageRecord, grey: np.ndarray) -> None:
         """Add the image of ``record``, already decoded as ``grey`` (the audit decodes each file once)."""
-        facts = image_facts(record.path, grey)
+        facts = image_facts(record.path, crop_border(grey, self.border_crop))
         row: list[float] = []
         for group in FEATURE_GROUPS.names():
             values = FEATURE_GROUPS.get(group)(facts)
@@ -242,10 +244,10 @@ class FeatureTable:
         return self.image_sums / np.maximum(counts, 1)[:, None, None]
 
 
-def collect_features(records: Sequence[ImageRecord], progress: bool = False,
-                     desc: str = "shortcut features") -> tuple[FeatureTable, list[dict[str, str]]]:
+def collect_features(records: Sequence[ImageRecord], progress: bool = False, desc: str = "shortcut features",
+                     border_crop: float = 0.0) -> tuple[FeatureTable, list[dict[str, str]]]:
     """Decode each record and add it to a table; unreadable files are listed, not fatal."""
-    table, unreadable = FeatureTable(), []
+    table, unreadable = FeatureTable(border_crop=border_crop), []
     for record in tqdm(records, desc=desc, disable=not progress, unit="img"):
         try:
             grey = read_grey(record.path)
