@@ -186,7 +186,6 @@ def data_audit(
         help="Folder for the shortcut audit's JSON, Markdown table and figures.")] = None,
     shortcuts: Annotated[bool, typer.Option(help="Audit trivial image cues for the label (shortcuts).")] = True,
     border_crop: Annotated[float, typer.Option(
-        min=0.0, max=0.25, max_open=True,
         help="Measure the pixel cues after this border crop (a model's data.border_crop).")] = 0.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
 ) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from cxrdistill.config.schema import MAX_BORDER_CROP
 from cxrdistill.data.io import UnreadableImageError, is_image_file, read_grey
 from cxrdistill.data.layout import CLASS_NAMES, DatasetLayoutError, ImageRecord, find_class_folders, scan_dataset
 from cxrdistill.data.shortcut_outputs import write_shortcut_outputs
@@ -156,6 +157,8 @@ def audit_dataset(
     pixel cues on what a model trained with that ``data.border_crop`` sees (does the crop remove them?).
     """
     root = Path(root)
+    if not 0.0 <= border_crop < MAX_BORDER_CROP:
+        raise InvalidArgumentError(f"--border-crop {border_crop} must be in [0, {MAX_BORDER_CROP})")
     external_sets = external_records(external) if shortcuts else {}
     found = scan_dataset(root)
     report = AuditReport(
