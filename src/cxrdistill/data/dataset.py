@@ -185,7 +185,7 @@ def augment_settings(config: DataConfig) -> AugmentSettings | None:
 def build_dataset(
     records: list[ImageRecord], config: DataConfig, image_size: int, augment: bool, progress: bool = True
 ) -> XRayDataset:
-    preprocessing = Preprocessing(image_size, config.intensity_normalization, config.border_crop)
+    preprocessing = Preprocessing.of_data(config, image_size)
     cache = DecodedImageCache(Path(config.cache_dir) / "decoded", image_size, config.border_crop) \
         if config.use_cache else None
     # Without augmentation a sample is exactly what inference computes from the same file (data.preprocess).

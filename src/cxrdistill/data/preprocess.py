@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cxrdistill.config import DataConfig
 from cxrdistill.data.io import crop_border, load_for_model, read_grey, resize_grey
 from cxrdistill.data.transforms import IMAGENET_MEAN, IMAGENET_STD, model_input, normalize_intensity
 
@@ -38,6 +39,11 @@ class Preprocessing:
     def __post_init__(self) -> None:
         normalize_intensity(torch.zeros(1, 1, 1, dtype=torch.uint8), self.intensity)  # refuse a bad name up front
         crop_border(np.zeros((1, 1), dtype=np.uint8), self.border_crop)  # and a crop out of range
+
+    @classmethod
+    def of_data(cls, config: DataConfig, input_size: int) -> Preprocessing:
+        """The preprocessing a data config asks for at ``input_size``: what a run trained with it records."""
+        return cls(input_size, config.intensity_normalization, config.border_crop)
 
     @classmethod
     def of(cls, metadata: dict[str, Any]) -> Preprocessing:

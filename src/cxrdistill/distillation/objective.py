@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
 from cxrdistill.config import ConfigError, ExperimentConfig
 from cxrdistill.data.dataset import DataBundle
+from cxrdistill.data.preprocess import Preprocessing
 from cxrdistill.distillation.losses import build_distillation_loss
 from cxrdistill.distillation.teacher import (
     LoadedTeacher,
@@ -80,14 +83,16 @@ def build_objective(
     loss = build_distillation_loss(config.distill)
     teachers = [LoadedTeacher(path, precision) for path in config.distill.teachers]
     for teacher in teachers:
-        teacher_data = teacher.metadata["config"]["data"]
-        for key, default in (("intensity_normalization", "none"), ("border_crop", 0.0)):
-            if teacher_data.get(key, default) != getattr(config.data, key):
-                raise ConfigError(
-                    f"the teacher {teacher.checkpoint} was trained with data.{key}={teacher_data.get(key, default)} "
-                    f"but the student uses {getattr(config.data, key)}; the teacher would see images unlike its "
-                    f"training data — use the same setting for both"
-                )
+        trained_with = Preprocessing.of(teacher.metadata)
+        fed_with = Preprocessing.of_data(config.data, trained_with.input_size)
+        differing = [f"{field.name} {getattr(trained_with, field.name)} (teacher) against "
+                     f"{getattr(fed_with, field.name)} (student)" for field in dataclasses.fields(Preprocessing)
+                     if getattr(trained_with, field.name) != getattr(fed_with, field.name)]
+        if differing:
+            raise ConfigError(
+                f"the teacher {teacher.checkpoint} preprocesses differently: {'; '.join(differing)}; it would see "
+                f"images unlike its training data — use the same data settings for both"
+            )
     source = make_teacher_source(config.distill.teacher_outputs, teachers, bundle.split["train"], config.data,
                                  precision, config.distill.temperature, progress)
     return DistillationObjective(hard, loss, source, student_size)

@@ -98,10 +98,10 @@ class CachedTeacher:
         return torch.stack(rows).to(self.device, non_blocking=True)
 
 
-def teacher_cache_path(cache_dir: str | Path, teacher: LoadedTeacher, intensity: str = "none",
-                       border_crop: float = 0.0) -> Path:
-    preprocessing = text_digest(Preprocessing(teacher.input_size, intensity, border_crop).record())
-    return Path(cache_dir) / "teacher-logits" / f"{teacher.digest[:16]}-{preprocessing}.pt"
+def teacher_cache_path(teacher: LoadedTeacher, data_config: DataConfig) -> Path:
+    """Keyed by the teacher's weights and the preprocessing its inputs are made with."""
+    preprocessing = text_digest(Preprocessing.of_data(data_config, teacher.input_size).record())
+    return Path(data_config.cache_dir) / "teacher-logits" / f"{teacher.digest[:16]}-{preprocessing}.pt"
 
 
 def read_teacher_cache(path: Path, teacher: LoadedTeacher) -> dict[str, torch.Tensor]:
@@ -122,8 +122,7 @@ def build_cached_teacher(
     progress: bool = True,
 ) -> tuple[CachedTeacher, Path, int]:
     """Load or (re)build the cache for ``records``; returns it, its path and how many images were computed."""
-    path = teacher_cache_path(data_config.cache_dir, teacher, data_config.intensity_normalization,
-                              data_config.border_crop)
+    path = teacher_cache_path(teacher, data_config)
     table: dict[str, torch.Tensor] = {}
     if path.is_file():
         try:
