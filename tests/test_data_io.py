@@ -319,6 +319,7 @@ def test_augmentation_is_mild_and_random() -> None:
 # --------------------------------------------------------------------------- one pixel limit
 
 
+@pytest.mark.slow  # a fresh interpreter imports every data and deployment module: ~10 s
 def test_importing_the_package_leaves_pillows_global_pixel_limit_alone() -> None:
     """Pillow's ``Image.MAX_IMAGE_PIXELS`` belongs to the application: importing cxrdistill must not change it."""
     import subprocess

@@ -71,6 +71,7 @@ def test_fixed_adaptive_pooling_matches_pytorch(size_in, size_out):
     assert torch.allclose(FixedAdaptiveAvgPool2d(size_in, size_out)(x), expected, atol=1e-6)
 
 
+@pytest.mark.slow  # a full-size AlexNet (61 M parameters) through the ONNX exporter: ~10 s
 def test_alexnet_below_224_px_exports(tmp_path):
     """Its feature map (2x2 at 96 px) is pooled up to 6x6, which the ONNX exporter alone refuses."""
     from cxrdistill.models import create_model
