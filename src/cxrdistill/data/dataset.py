@@ -191,8 +191,12 @@ def build_dataset(
     # Without augmentation a sample is exactly what inference computes from the same file (data.preprocess).
     transform = (XRayTransform(augment_settings(config), config.intensity_normalization) if augment
                  else preprocessing.from_pixels)
-    hasher = FileHasher(Path(config.cache_dir) / "decoded" / "file-hashes.json")
-    return XRayDataset(records, preprocessing, transform, cache, hasher, progress=progress)
+    return XRayDataset(records, preprocessing, transform, cache, file_hasher(config), progress=progress)
+
+
+def file_hasher(config: DataConfig) -> FileHasher:
+    """Content digests of a run's images (the keys of teacher logits), memoised in its cache folder."""
+    return FileHasher(Path(config.cache_dir) / "decoded" / "file-hashes.json")
 
 
 def resolve_split(config: DataConfig, root: Path) -> DataSplit:

@@ -11,9 +11,10 @@ from cxrdistill.config import ConfigError, ExperimentConfig
 from cxrdistill.data.dataset import DataBundle
 from cxrdistill.data.preprocess import Preprocessing
 from cxrdistill.distillation.losses import build_distillation_loss
+from cxrdistill.distillation.soft_targets import is_soft_target_file
 from cxrdistill.distillation.teacher import (
-    LoadedTeacher,
     TeacherSource,
+    load_teacher,
     make_teacher_source,
     probability_logits,
 )
@@ -69,6 +70,10 @@ def data_image_size(config: ExperimentConfig, student_size: int) -> int:
     """Online KD decodes training images at the larger of the two input sizes; otherwise the student's."""
     if not config.distill.teachers or config.distill.teacher_outputs != "online":
         return student_size
+    shipped = [path for path in config.distill.teachers if is_soft_target_file(path)]
+    if shipped:
+        raise ConfigError(f"distill.teacher {shipped[0]} is a soft-target file: it holds logits of the clean "
+                          f"images, not a network to run on augmented batches; set distill.teacher_outputs=cached")
     return max([student_size, *(int(read_metadata(path)["input_size"]) for path in config.distill.teachers)])
 
 
@@ -81,16 +86,16 @@ def build_objective(
     if not config.distill.teachers:
         return hard
     loss = build_distillation_loss(config.distill)
-    teachers = [LoadedTeacher(path, precision) for path in config.distill.teachers]
-    for teacher in teachers:
-        trained_with = Preprocessing.of(teacher.metadata)
+    teachers = [load_teacher(path, precision) for path in config.distill.teachers]
+    for path, teacher in zip(config.distill.teachers, teachers, strict=True):
+        trained_with = teacher.preprocessing
         fed_with = Preprocessing.of_data(config.data, trained_with.input_size)
         differing = [f"{field.name} {getattr(trained_with, field.name)} (teacher) against "
                      f"{getattr(fed_with, field.name)} (student)" for field in dataclasses.fields(Preprocessing)
                      if getattr(trained_with, field.name) != getattr(fed_with, field.name)]
         if differing:
             raise ConfigError(
-                f"the teacher {teacher.checkpoint} preprocesses differently: {'; '.join(differing)}; it would see "
+                f"the teacher {path} preprocesses differently: {'; '.join(differing)}; it would see "
                 f"images unlike its training data — use the same data settings for both"
             )
     source = make_teacher_source(config.distill.teacher_outputs, teachers, bundle.split["train"], config.data,

@@ -17,6 +17,9 @@ the same source, each at its own input size and with its own cache, and hands th
 tempered softmax is the mean of the members' tempered probabilities, ``T log(mean_i softmax(z_i / T))``.
 Each member's cache is keyed by its own checkpoint hash, so a temperature sweep reuses all of them and a
 retrained member recomputes only its own logits.
+
+A teacher may also be a soft-target file (:mod:`cxrdistill.distillation.soft_targets`): logits shipped
+without the network, used like a cache that was computed elsewhere.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from cxrdistill.config import DataConfig
-from cxrdistill.data.dataset import build_dataset
+from cxrdistill.data.dataset import build_dataset, file_hasher
 from cxrdistill.data.layout import ImageRecord
 from cxrdistill.data.preprocess import Preprocessing
+from cxrdistill.distillation.soft_targets import SoftTargets, is_soft_target_file, read_soft_targets
 from cxrdistill.errors import CxrDistillError
 from cxrdistill.evaluation.predict import predict, resize_batch
 from cxrdistill.files import atomic_write, file_digest, text_digest
@@ -64,6 +68,15 @@ class LoadedTeacher:
         self.model.to(precision.device).eval().requires_grad_(False)
         self.input_size = int(self.metadata["input_size"])
         self.digest = file_digest(checkpoint_files(self.checkpoint).weights)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing.of(self.metadata)
+
+
+def load_teacher(path: str | Path, precision: Precision) -> LoadedTeacher | SoftTargets:
+    """``distill.teacher``'s entry: a checkpoint, or a soft-target file (``.json``)."""
+    return read_soft_targets(path) if is_soft_target_file(path) else LoadedTeacher(path, precision)
 
 
 class OnlineTeacher:
@@ -191,11 +204,21 @@ def cached_source(teacher: LoadedTeacher, records: list[ImageRecord], data_confi
     return build_cached_teacher(teacher, records, data_config, precision, progress)[0]
 
 
+def teacher_source(
+    mode: str, teacher: LoadedTeacher | SoftTargets, records: list[ImageRecord], data_config: DataConfig,
+    precision: Precision, progress: bool = True,
+) -> TeacherSource:
+    """The source registered under ``mode`` for a checkpoint; shipped soft targets are a ready-made cache."""
+    if isinstance(teacher, SoftTargets):
+        teacher.check_covers(records, file_hasher(data_config))
+        return CachedTeacher(teacher.table, precision.device)
+    return TEACHER_SOURCES.get(mode)(teacher, records, data_config, precision, progress)
+
+
 def make_teacher_source(
-    mode: str, teachers: list[LoadedTeacher], records: list[ImageRecord], data_config: DataConfig,
+    mode: str, teachers: list[LoadedTeacher | SoftTargets], records: list[ImageRecord], data_config: DataConfig,
     precision: Precision, temperature: float, progress: bool = True,
 ) -> TeacherSource:
-    """One teacher's source as registered under ``mode``, or an ensemble of one source per teacher."""
-    factory = TEACHER_SOURCES.get(mode)
-    sources = [factory(teacher, records, data_config, precision, progress) for teacher in teachers]
+    """One teacher's source, or an ensemble of one source per teacher."""
+    sources = [teacher_source(mode, teacher, records, data_config, precision, progress) for teacher in teachers]
     return sources[0] if len(sources) == 1 else EnsembleTeacher(sources, temperature)
