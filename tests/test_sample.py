@@ -11,12 +11,16 @@ from cxrdistill.data.layout import scan_dataset
 from cxrdistill.data.sample import (
     CITATION,
     SAMPLE_ARCHIVE,
+    SAMPLE_PATIENTS_SPLIT,
+    SampleError,
     SampleSpec,
     build_sample,
     extract_sample,
     leaked_patients,
     sample_manifest,
+    without_sample,
 )
+from cxrdistill.data.splits import make_split
 from cxrdistill.experiments.demo import demo_configs
 
 
@@ -68,3 +72,25 @@ def test_demo_on_the_sample_uses_the_demo_presets_and_the_teacher_it_hands_on(tm
     teacher = configs["teacher"]
     assert configs["student_kd"].distill.teacher == str(teacher.run_dir / f"{teacher.train.keep}.safetensors")
     assert configs["student"].distill.teacher is None
+
+
+def test_a_teacher_for_the_sample_never_sees_its_patients_or_their_films(synth_copy, tmp_path):
+    """without_sample: every sample patient leaves train, val and test, and so does a copy of a sampled film that
+    the source holds under another patient's name (the Kermany train folder has such duplicates)."""
+    spec = SampleSpec(images_per_class=6, image_size=32, test_fraction=0.3)
+    build_sample(synth_copy, tmp_path / "s.zip", spec)
+    sample_root = extract_sample(tmp_path / "sample", tmp_path / "s.zip")
+    sampled = [r for records in scan_dataset(sample_root).values() for r in records]
+    copied = synth_copy / "train" / "NORMAL" / "IM-9999-0001.jpeg"
+    copied.write_bytes((synth_copy / "train" / sampled[0].class_name / sampled[0].path.name).read_bytes())
+    split = without_sample(make_split(synth_copy, 0.15, 0.15, seed=0), sample_root)
+    patients = {r.patient for r in sampled}
+    for name in ("train", "val", "test"):
+        assert split[name] and not {r.patient for r in split[name]} & patients
+        assert copied not in [r.path for r in split[name]]
+    removed = split[SAMPLE_PATIENTS_SPLIT]
+    assert copied in [r.path for r in removed] and {r.patient for r in removed} == patients | {"IM-9999"}
+    assert sum(len(records) for records in split.splits.values()) == len(list(synth_copy.rglob("*.jpeg")))
+    (synth_copy / "train" / sampled[1].class_name / sampled[1].path.name).unlink()  # no longer its source
+    with pytest.raises(SampleError, match="not the folder the sample"):
+        without_sample(split, sample_root)

@@ -21,12 +21,16 @@ import numpy as np
 from PIL import Image
 
 from cxrdistill.data.layout import CLASS_NAMES, ImageRecord, scan_dataset
-from cxrdistill.data.splits import patients_in_several_splits, split_patients
+from cxrdistill.data.splits import DataSplit, patients_in_several_splits, split_patients
 from cxrdistill.errors import CxrDistillError
 from cxrdistill.files import atomic_write, atomic_write_text, file_digest
 
 SAMPLE_DIR = Path(__file__).resolve().parent / "sample"
 SAMPLE_ARCHIVE = SAMPLE_DIR / "kermany-sample.zip"
+SAMPLE_SOFT_TARGETS = SAMPLE_DIR / "teacher-soft-targets.json"
+"""Logits for every sample image from a teacher that never saw its patients (scripts/make_sample_teacher.py)."""
+SAMPLE_PATIENTS_SPLIT = "sample_patients"
+"""The split :func:`without_sample` moves the sample's patients to, so no model trains on them."""
 MANIFEST = "SAMPLE.json"
 """Inside the archive: how it was drawn (spec, counts per split and class, patients)."""
 CITATION = ("Kermany D, Zhang K, Goldbaum M. Labeled Optical Coherence Tomography (OCT) and Chest X-Ray Images "
@@ -147,3 +151,26 @@ def extract_sample(dest: str | Path, archive: str | Path = SAMPLE_ARCHIVE) -> Pa
 def leaked_patients(root: str | Path) -> dict[str, list[str]]:
     """Patients found in more than one split folder of an extracted sample (there should be none)."""
     return patients_in_several_splits(scan_dataset(root))
+
+
+def without_sample(split: DataSplit, sample_root: str | Path) -> DataSplit:
+    """``split`` of the sample's source folder with every patient of the (extracted) sample taken out of train,
+    val and test, and every other copy of a sampled film too: a teacher trained on the rest never saw them.
+
+    The sample's files keep their source names (``train/NORMAL/x.jpeg`` comes from the source's
+    ``train/NORMAL/x.jpeg``), which gives both their patients and the files whose bytes to look for.
+    """
+    sampled = [r for records in scan_dataset(sample_root).values() for r in records]
+    patients = {r.patient for r in sampled}
+    sources = [split.root / "train" / r.class_name / r.path.name for r in sampled]
+    if not all(path.is_file() for path in sources):
+        raise SampleError(f"{split.root} is not the folder the sample at {sample_root} was drawn from")
+    digests = {file_digest(path) for path in sources}
+    kept: dict[str, list[ImageRecord]] = {}
+    removed: list[ImageRecord] = []
+    for name, records in split.splits.items():
+        kept[name] = []
+        for record in records:
+            taken = record.patient in patients or file_digest(record.path) in digests
+            (removed if taken else kept[name]).append(record)
+    return DataSplit(split.root, {**kept, SAMPLE_PATIENTS_SPLIT: removed})
