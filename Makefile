@@ -26,7 +26,7 @@ $(BIN310)/.installed: pyproject.toml
 .PHONY: install demo test test-fast test-py310 wheel-smoke docs lint bench clean
 install: $(BIN)/.installed
 
-demo: $(BIN)/.installed  ## the main job, offline: bundled real X-rays, teacher, student, distilled student
+demo: $(BIN)/.installed  ## the main job, offline: bundled real X-rays, a teacher, students alone and distilled over 3 seeds
 	$(BIN)/cxrdistill demo
 
 test: $(BIN)/.installed  ## lint, then the whole test suite (the full tier, what CI runs)

@@ -23,7 +23,7 @@ cd "$WORK"
 # The main job on its synthetic set, sized to seconds: one epoch of each model at 75 px on a few images.
 "$VENV_BIN/cxrdistill" demo --synthetic --quiet --out runs/demo train.epochs=1 train.threads=1 \
   data.image_size=75 data.max_per_class=24 data.batch_size=8 data.num_workers=0 evaluation.n_bootstrap=20
-test -f runs/demo/student_kd/config.yaml
+test -f runs/demo/student_kd-s0/config.yaml && grep -q "distilled - plain" runs/demo/demo.md
 "$VENV_BIN/python" - "$ROOT" <<'PY'
 import sys
 from pathlib import Path
@@ -35,6 +35,9 @@ root = Path(sys.argv[1]).resolve()
 installed = Path(cxrdistill.__file__).resolve()
 assert root not in installed.parents, f"imported from the checkout: {installed}"
 assert "demo/student" in preset_names() and preset("cpu/teacher").model.name == "inception_v3"
+from cxrdistill.data.sample import SAMPLE_SOFT_TARGETS  # the demo's shipped teacher is package data
+from cxrdistill.distillation.soft_targets import read_soft_targets
+assert len(read_soft_targets(SAMPLE_SOFT_TARGETS).entries) == 641
 assert "efficientnet_lite0" in cxrdistill.list_models() and "alexnet" in cxrdistill.list_models("alex*")
 model = cxrdistill.create_model("alexnet", num_classes=2, image_size=80)
 print(f"cxrdistill from {installed.parent.parent.name}: {len(preset_names())} presets, "

@@ -122,3 +122,18 @@ def test_a_student_distils_from_a_soft_target_file(synth_root, shipped, tmp_path
     gaps = {name: abs(predict(LoadedTeacher(path, CPU).model, loader, CPU).prob_positive - teacher_p).mean()
             for name, path in runs.items()}
     assert gaps["kd"] < gaps["plain"]
+
+
+def test_the_cli_writes_a_file_a_student_can_name(synth_root, shipped, tmp_path):
+    from typer.testing import CliRunner
+
+    from cxrdistill.cli import app
+
+    out = tmp_path / "cli.json"
+    result = CliRunner().invoke(app, ["soft-targets", str(shipped[0]), str(synth_root), "--out", str(out), "--quiet",
+                                      "--about", "seed 0"])
+    assert result.exit_code == 0, result.output
+    assert f"logits of {len(list(synth_root.rglob('*.jpeg')))} images from resnet18 at 40 px" in result.output
+    assert read_soft_targets(out).entries == read_soft_targets(shipped[1]).entries
+    missing = CliRunner().invoke(app, ["soft-targets", str(tmp_path / "none.safetensors"), str(synth_root)])
+    assert missing.exit_code == 2 and "does not exist" in missing.output

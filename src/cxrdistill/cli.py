@@ -112,6 +112,24 @@ def distill(
                   f"handed on (train.keep={result.keep}): {result.final_checkpoint}")
 
 
+@app.command("soft-targets")
+@friendly_errors
+def soft_targets(
+    teacher: Annotated[Path, typer.Argument(help="Teacher checkpoint (.safetensors).")],
+    data: Annotated[Path, typer.Argument(help="Kermany-layout root: every image under it is scored.")],
+    out: Annotated[Path, typer.Option(help="The JSON file to write.")] = Path("soft-targets.json"),
+    about: Annotated[str, typer.Option(help="What the teacher was trained on, stored in the file.")] = "",
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Write the teacher's logits for every image under DATA: a student distils from the file
+    (``distill.teacher=FILE.json``) without the teacher."""
+    from cxrdistill.distillation.soft_targets import write_soft_targets
+
+    table = write_soft_targets(teacher, data, out, about, progress=not quiet)
+    console.print(f"wrote {out}: logits of {len(table.entries)} images from {table.teacher['architecture']} at "
+                  f"{table.preprocessing.input_size} px ({out.stat().st_size / 1e3:.0f} kB)")
+
+
 def metric_rows(report: Any) -> list[dict[str, Any]]:
     """One row per metric, one column per threshold (0.5 and the stored operating point) of an EvaluationReport."""
     return [{"metric": name, **{f"at {r.rule} ({r.threshold:.4g})": r.metrics[name] for r in report.evaluation.results}}
@@ -264,17 +282,20 @@ def demo(
     synthetic: Annotated[bool, typer.Option(help="Train on a SYNTHETIC set instead (no real X-rays).")] = False,
     out: Annotated[Path, typer.Option(help="Where runs are written.")] = Path("runs/demo"),
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+    seeds: Annotated[int | None, typer.Option(
+        help="Seeds per student (default: 3 on the bundled sample, 1 on other data).", min=1)] = None,
     overrides: Overrides = None,
 ) -> None:
     """Teacher, plain student and distilled student end to end, on CPU in minutes (real X-rays by default).
 
-    Overrides apply to all three models, e.g. ``train.threads=1`` on a machine busy with other jobs.
+    Overrides apply to every model trained, e.g. ``train.threads=1`` on a machine busy with other jobs.
     """
     from cxrdistill.experiments.demo import run_demo
 
     if data is not None and synthetic:
         raise typer.BadParameter("give either --data or --synthetic, not both")
-    rows = run_demo(data, out, progress=not quiet, extra=overrides, synthetic=synthetic)
+    rows = run_demo(data, out, progress=not quiet, extra=overrides, synthetic=synthetic,
+                    seeds=None if seeds is None else tuple(range(seeds)))
     source = {"sample": "the bundled sample of real Kermany X-rays", "synthetic": "SYNTHETIC data, not X-rays",
               "data": str(data)}[rows[0]["data"]]
     first = rows[0]
