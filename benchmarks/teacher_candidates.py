@@ -21,17 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from cxrdistill.data.audit import external_records
-from cxrdistill.data.dataset import XRayDataset
-from cxrdistill.data.preprocess import Preprocessing
 from cxrdistill.distillation.teacher import mean_probability_logits
+from cxrdistill.evaluation.evaluate import local_data_config, predict_records
 from cxrdistill.evaluation.metrics import bootstrap_metrics
-from cxrdistill.evaluation.predict import predict
 from cxrdistill.evaluation.tables import write_table
 from cxrdistill.runtime.checkpoint import model_from_checkpoint
-from cxrdistill.runtime.device import resolve_precision
 
 REPORTED = ("accuracy", "sensitivity", "specificity", "roc_auc")
 
@@ -44,11 +40,12 @@ def named(pairs: list[str], flag: str) -> dict[str, str]:
 
 
 def member_logits(checkpoint: str, records: list) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and logits of one checkpoint over ``records``, read with its own preprocessing."""
+    """Labels and raw logits (what a cached teacher stores) of one checkpoint over ``records``, read with its own
+    preprocessing."""
     model, metadata = model_from_checkpoint(checkpoint)
-    preprocessing = Preprocessing.of(metadata)
-    dataset = XRayDataset(records, preprocessing, preprocessing.from_pixels, progress=False)
-    scored = predict(model, DataLoader(dataset, batch_size=32), resolve_precision(torch.device("cpu"), "off"))
+    kept, scored = predict_records(model, metadata, local_data_config(metadata), records, progress=False)
+    if len(kept) != len(records):
+        raise SystemExit(f"{len(records) - len(kept)} unreadable image(s): every member must score the same films")
     return scored.labels, scored.logits
 
 

@@ -92,9 +92,12 @@ def test_a_damaged_or_foreign_file_is_refused(shipped, tmp_path, damage, message
 
 
 def test_an_online_teacher_cannot_be_a_file(synth_root, shipped, tmp_path):
+    """Online KD decodes at the file's recorded size (no network is read for it), then refuses the file."""
     config = tiny_config(synth_root, tmp_path, f"distill.teacher={shipped[1]}", "distill.teacher_outputs=online")
+    assert data_image_size(config, 32) == 40
+    records = resolve_split(config.data, synth_root)["train"]
     with pytest.raises(ConfigError, match="is a soft-target file.*teacher_outputs=cached"):
-        data_image_size(config, 32)
+        make_teacher_source("online", [read_soft_targets(shipped[1])], records, config.data, CPU, 1.0, progress=False)
 
 
 def test_targets_made_with_other_preprocessing_are_refused(synth_root, shipped, tmp_path):

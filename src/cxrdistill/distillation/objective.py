@@ -11,15 +11,14 @@ from cxrdistill.config import ConfigError, ExperimentConfig
 from cxrdistill.data.dataset import DataBundle
 from cxrdistill.data.preprocess import Preprocessing
 from cxrdistill.distillation.losses import build_distillation_loss
-from cxrdistill.distillation.soft_targets import is_soft_target_file
 from cxrdistill.distillation.teacher import (
     TeacherSource,
     load_teacher,
     make_teacher_source,
     probability_logits,
+    teacher_input_size,
 )
 from cxrdistill.evaluation.predict import resize_batch
-from cxrdistill.runtime.checkpoint import read_metadata
 from cxrdistill.runtime.device import Precision
 from cxrdistill.training.objectives import BatchMix, Objective, SupervisedObjective, split_outputs
 
@@ -70,11 +69,7 @@ def data_image_size(config: ExperimentConfig, student_size: int) -> int:
     """Online KD decodes training images at the larger of the two input sizes; otherwise the student's."""
     if not config.distill.teachers or config.distill.teacher_outputs != "online":
         return student_size
-    shipped = [path for path in config.distill.teachers if is_soft_target_file(path)]
-    if shipped:
-        raise ConfigError(f"distill.teacher {shipped[0]} is a soft-target file: it holds logits of the clean "
-                          f"images, not a network to run on augmented batches; set distill.teacher_outputs=cached")
-    return max([student_size, *(int(read_metadata(path)["input_size"]) for path in config.distill.teachers)])
+    return max([student_size, *(teacher_input_size(path) for path in config.distill.teachers)])
 
 
 def build_objective(

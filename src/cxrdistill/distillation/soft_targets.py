@@ -20,17 +20,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from cxrdistill.data.cache import FileHasher
-from cxrdistill.data.dataset import XRayDataset
 from cxrdistill.data.layout import CLASS_NAMES, ImageRecord, scan_dataset
 from cxrdistill.data.preprocess import Preprocessing
 from cxrdistill.errors import CxrDistillError
-from cxrdistill.evaluation.predict import Predictions, predict
+from cxrdistill.evaluation.evaluate import local_data_config, predict_records
+from cxrdistill.evaluation.predict import Predictions
 from cxrdistill.files import atomic_write_json, file_digest
 from cxrdistill.runtime.checkpoint import check_class_names, checkpoint_files, model_from_checkpoint
-from cxrdistill.runtime.device import resolve_precision
 
 SOFT_TARGETS_FORMAT = "cxrdistill-soft-targets/1"
 SOFT_TARGETS_SUFFIX = ".json"
@@ -98,17 +96,15 @@ def write_soft_targets(
     records = sorted((r for split in scan_dataset(root).values() for r in split), key=lambda r: str(r.path))
     if not records:
         raise SoftTargetsError(f"no images under {root} to compute soft targets for")
-    model, metadata = model_from_checkpoint(teacher_checkpoint)
+    model, metadata = model_from_checkpoint(teacher_checkpoint)  # raw logits, as a cached teacher stores them
     check_class_names(metadata, f"teacher {teacher_checkpoint}")
     preprocessing = Preprocessing.of(metadata)
-    dataset = XRayDataset(records, preprocessing, preprocessing.from_pixels, progress=progress)
-    if len(dataset) != len(records):
-        raise SoftTargetsError(f"{len(records) - len(dataset)} image(s) under {root} are unreadable")
-    scored = predict(model, DataLoader(dataset, batch_size=64), resolve_precision(torch.device("cpu"), "off"),
-                     progress=progress, desc="soft targets")
+    kept, scored = predict_records(model, metadata, local_data_config(metadata), records, progress=progress)
+    if len(kept) != len(records):
+        raise SoftTargetsError(f"{len(records) - len(kept)} image(s) under {root} are unreadable")
     entries = [{"file": r.path.relative_to(root).as_posix(), "digest": key, "label": r.label,
                 "logits": [round(float(v), 5) for v in logits]}
-               for r, key, logits in zip(dataset.records, scored.keys, scored.logits, strict=True)]
+               for r, key, logits in zip(kept, scored.keys, scored.logits, strict=True)]
     described = {"architecture": metadata["architecture"],
                  "weights_sha256": file_digest(checkpoint_files(teacher_checkpoint).weights),
                  "input_size": preprocessing.input_size, "intensity_normalization": preprocessing.intensity,

@@ -31,7 +31,7 @@ from typing import Protocol
 import torch
 from torch.utils.data import DataLoader
 
-from cxrdistill.config import DataConfig
+from cxrdistill.config import ConfigError, DataConfig
 from cxrdistill.data.dataset import build_dataset, file_hasher
 from cxrdistill.data.layout import ImageRecord
 from cxrdistill.data.preprocess import Preprocessing
@@ -41,7 +41,7 @@ from cxrdistill.evaluation.predict import predict, resize_batch
 from cxrdistill.files import atomic_write, file_digest, text_digest
 from cxrdistill.registry import Registry
 from cxrdistill.runtime import distributed
-from cxrdistill.runtime.checkpoint import check_class_names, checkpoint_files, model_from_checkpoint
+from cxrdistill.runtime.checkpoint import check_class_names, checkpoint_files, model_from_checkpoint, read_metadata
 from cxrdistill.runtime.device import Precision
 
 CACHE_FORMAT = "cxrdistill-teacher-logits/1"
@@ -77,6 +77,13 @@ class LoadedTeacher:
 def load_teacher(path: str | Path, precision: Precision) -> LoadedTeacher | SoftTargets:
     """``distill.teacher``'s entry: a checkpoint, or a soft-target file (``.json``)."""
     return read_soft_targets(path) if is_soft_target_file(path) else LoadedTeacher(path, precision)
+
+
+def teacher_input_size(path: str | Path) -> int:
+    """The input size a teacher (checkpoint or soft-target file) reads images at, without building a network."""
+    if is_soft_target_file(path):
+        return read_soft_targets(path).preprocessing.input_size
+    return int(read_metadata(path)["input_size"])
 
 
 class OnlineTeacher:
@@ -210,6 +217,9 @@ def teacher_source(
 ) -> TeacherSource:
     """The source registered under ``mode`` for a checkpoint; shipped soft targets are a ready-made cache."""
     if isinstance(teacher, SoftTargets):
+        if mode != "cached":
+            raise ConfigError(f"distill.teacher {teacher.path} is a soft-target file: it holds logits of the clean "
+                              f"images, not a network to run on augmented batches; set distill.teacher_outputs=cached")
         teacher.check_covers(records, file_hasher(data_config))
         return CachedTeacher(teacher.table, precision.device)
     return TEACHER_SOURCES.get(mode)(teacher, records, data_config, precision, progress)

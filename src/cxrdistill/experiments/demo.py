@@ -30,8 +30,7 @@ from cxrdistill.evaluation.metrics import binary_metrics, summarize_runs
 from cxrdistill.evaluation.tables import write_table
 from cxrdistill.experiments.compare import paired_interval
 from cxrdistill.experiments.run import handed_on_checkpoint, train_or_resume
-from cxrdistill.models import create_model
-from cxrdistill.models.summary import count_flops
+from cxrdistill.models.summary import count_flops, summarize
 from cxrdistill.runtime.checkpoint import model_from_checkpoint
 
 DEMO_SYNTH = SynthSpec(normal_patients=200, pneumonia_patients=300, seed=0)
@@ -133,11 +132,10 @@ def shipped_teacher_row(path: Path, threshold: float) -> dict[str, Any]:
     """The shipped teacher's own scores on the sample's test films, computed from the logits it shipped."""
     table = read_soft_targets(path)
     test = table.predictions("test")
-    size = table.preprocessing.input_size
-    model = create_model(ModelConfig(name=table.teacher["architecture"]), image_size=size)
-    return {**binary_metrics(test.labels, test.prob_positive, threshold), "arch": table.teacher["architecture"],
+    summary = summarize(ModelConfig(name=table.teacher["architecture"]), table.preprocessing.input_size)
+    return {**binary_metrics(test.labels, test.prob_positive, threshold), "arch": summary.name,
             "how": "shipped soft targets: trained elsewhere, never on the sample's patients",
-            **size_figures(model, size)}
+            "params M": summary.params_m, "GFLOPs": summary.gflops}
 
 
 def size_figures(model: torch.nn.Module, input_size: int) -> dict[str, float]:
