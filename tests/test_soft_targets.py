@@ -78,7 +78,10 @@ def test_targets_for_other_images_are_refused_before_training(synth_copy, shippe
     (lambda p: {**p, "entries": [{**p["entries"][0], "logits": [0.1, float("nan")]}]}, "not 2 finite numbers"),
     (lambda p: {**p, "entries": [{**p["entries"][0], "label": True}]}, "label of"),
     (lambda p: {**p, "entries": [{**p["entries"][0], "digest": "../../etc"}]}, "not a SHA-256"),
-    (lambda p: {**p, "entries": p["entries"][:1] * 2}, "an image twice"),
+    (lambda p: {**p, "entries": []}, "lists no images"),
+    (lambda p: {**p, "entries": p["entries"][:1] * 2}, r"lists \S+ twice"),
+    (lambda p: {**p, "entries": [p["entries"][0], {**p["entries"][1], "digest": p["entries"][0]["digest"]}]},
+     "the same image, different logits"),
     (lambda p: {**p, "teacher": {**p["teacher"], "border_crop": 0.6}}, "malformed"),
     (lambda p: {k: v for k, v in p.items() if k != "entries"}, "malformed"),
 ])
@@ -89,6 +92,19 @@ def test_a_damaged_or_foreign_file_is_refused(shipped, tmp_path, damage, message
     damaged.write_text(changed if isinstance(changed, str) else json.dumps(changed))
     with pytest.raises(SoftTargetsError, match=message):
         read_soft_targets(damaged)
+
+
+def test_a_film_copied_under_another_name_is_one_image(synth_copy, tmp_path):
+    """Data sets hold copies (the Kermany train folder holds 26 copies): the file lists both, the table one key."""
+    original = next((synth_copy / "train" / "NORMAL").glob("*.jpeg"))
+    copy = original.with_name("copied-film.jpeg")
+    copy.write_bytes(original.read_bytes())
+    teacher = tiny_teacher(tmp_path, "teacher", "resnet18", 40, seed=0)
+    table = write_soft_targets(teacher, synth_copy, tmp_path / "targets.json", "copies", progress=False)
+    files = {entry.file: entry for entry in table.entries}
+    pair = [files[p.relative_to(synth_copy).as_posix()] for p in (original, copy)]
+    assert pair[0].digest == pair[1].digest and pair[0].logits == pair[1].logits
+    assert len(table.table) == len(table.entries) - 1
 
 
 def test_an_online_teacher_cannot_be_a_file(synth_root, shipped, tmp_path):

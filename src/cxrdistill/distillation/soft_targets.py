@@ -32,6 +32,8 @@ from cxrdistill.runtime.checkpoint import check_class_names, checkpoint_files, m
 
 SOFT_TARGETS_FORMAT = "cxrdistill-soft-targets/1"
 SOFT_TARGETS_SUFFIX = ".json"
+LOGIT_TOLERANCE = 1e-3
+"""How far two entries of one image may differ: logits are stored to 5 decimals, batches may round apart."""
 """``distill.teacher`` naming a ``.json`` file means soft targets; anything else is a checkpoint."""
 
 
@@ -133,9 +135,25 @@ def read_soft_targets(path: str | Path) -> SoftTargets:
         entries = tuple(parse_entry(entry) for entry in payload["entries"])
     except (KeyError, TypeError, ValueError) as error:
         raise SoftTargetsError(f"soft-target file {path} is malformed ({type(error).__name__}: {error})") from None
-    if not entries or len({e.digest for e in entries}) != len(entries):
-        raise SoftTargetsError(f"soft-target file {path} lists no images, or an image twice")
+    if not entries:
+        raise SoftTargetsError(f"soft-target file {path} lists no images")
+    check_repeats(path, entries)
     return SoftTargets(path, teacher, entries)
+
+
+def check_repeats(path: Path, entries: tuple[SoftTargetEntry, ...]) -> None:
+    """A file listed twice is refused; the same bytes under two names (a film copied in the data set, as the
+    Kermany train folder has) are one image and must carry one set of logits."""
+    by_file: set[str] = set()
+    by_digest: dict[str, SoftTargetEntry] = {}
+    for entry in entries:
+        if entry.file in by_file:
+            raise SoftTargetsError(f"soft-target file {path} lists {entry.file} twice")
+        by_file.add(entry.file)
+        first = by_digest.setdefault(entry.digest, entry)
+        if not np.allclose(first.logits, entry.logits, rtol=0.0, atol=LOGIT_TOLERANCE):
+            raise SoftTargetsError(f"soft-target file {path} gives {first.file} and {entry.file}, the same image, "
+                                   f"different logits ({first.logits} against {entry.logits})")
 
 
 def parse_entry(entry: dict[str, Any]) -> SoftTargetEntry:
