@@ -32,9 +32,9 @@ from cxrdistill.runtime.checkpoint import check_class_names, checkpoint_files, m
 
 SOFT_TARGETS_FORMAT = "cxrdistill-soft-targets/1"
 SOFT_TARGETS_SUFFIX = ".json"
+"""``distill.teacher`` naming a ``.json`` file means soft targets; anything else is a checkpoint."""
 LOGIT_TOLERANCE = 1e-3
 """How far two entries of one image may differ: logits are stored to 5 decimals, batches may round apart."""
-"""``distill.teacher`` naming a ``.json`` file means soft targets; anything else is a checkpoint."""
 
 
 class SoftTargetsError(CxrDistillError, ValueError):
